@@ -1,0 +1,36 @@
+"""The app for an external ASGI server: ``hypercorn -k trio arbstr_trio.asgi:app``.
+
+The configuration comes from the file named by ``ARBSTR_CONFIG``; the runtime is
+opened in the ASGI lifespan, so Hypercorn's own startup and shutdown drive it. A bad
+or missing configuration fails the lifespan startup with the same message
+``arbstr-trio serve`` would print, and Hypercorn exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import AbstractAsyncContextManager
+
+from arbstr_trio.config.load import load_config
+from arbstr_trio.logs import configure_logging
+from arbstr_trio.runtime import Runtime, open_runtime
+from arbstr_trio.web.app import App
+
+__all__ = ["app"]
+
+log = logging.getLogger("arbstr_trio")
+
+
+def _open_from_environment() -> AbstractAsyncContextManager[Runtime]:
+    path = os.environ.get("ARBSTR_CONFIG")
+    if not path:
+        raise RuntimeError("set ARBSTR_CONFIG to the path of an arbstr-trio config file")
+    loaded = load_config(path)
+    configure_logging(loaded.config.logging.level)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    return open_runtime(loaded.config)
+
+
+app = App(runtime_factory=_open_from_environment)

@@ -1,0 +1,176 @@
+"""The configuration as immutable values: what a TOML file means once it has been checked.
+
+Every class here is a frozen attrs value with defaults that make a minimal file work.
+Field constraints live in the field's *type* (``Rate``, ``HttpUrl``, ``ListenAddress``)
+so that the converter in :mod:`arbstr_trio.config.load` checks them while it still
+knows the path to report (``$.providers[1].input_rate: must be >= 0``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import NewType
+
+import attrs
+
+from arbstr_trio.config.apikey import ApiKey, KeySource
+from arbstr_trio.mock.behaviour import MockBehaviour
+
+__all__ = [
+    "Config",
+    "DatabaseConfig",
+    "HttpUrl",
+    "ListenAddress",
+    "LogLevel",
+    "LoggingConfig",
+    "PoliciesConfig",
+    "PolicyRule",
+    "PositiveInt",
+    "ProviderConfig",
+    "Rate",
+    "RoutingConfig",
+    "ServerConfig",
+    "Strategy",
+    "Tier",
+    "UpstreamConfig",
+]
+
+Rate = NewType("Rate", Decimal)
+"""Sats per 1M tokens (or per request, for ``base_fee``): a decimal >= 0."""
+HttpUrl = NewType("HttpUrl", str)
+"""An ``http://`` or ``https://`` URL with a host, without a trailing slash."""
+PositiveInt = NewType("PositiveInt", int)
+"""An integer >= 1."""
+
+_FREE = Rate(Decimal(0))
+
+
+@attrs.frozen
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class Tier(enum.Enum):
+    LOCAL = "local"
+    STANDARD = "standard"
+    FRONTIER = "frontier"
+
+
+class Strategy(enum.Enum):
+    CHEAPEST = "cheapest"
+    LOWEST_COST = "lowest_cost"  # arbstr's name for cheapest
+    LOWEST_LATENCY = "lowest_latency"
+    ROUND_ROBIN = "round_robin"
+    ORDERED = "ordered"
+
+
+class LogLevel(enum.Enum):
+    TRACE = "trace"
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    listen: ListenAddress = ListenAddress("127.0.0.1", 8080)
+    max_body_bytes: PositiveInt = PositiveInt(10 * 1024 * 1024)
+    """Largest request body accepted; larger ones get 413 before they are read."""
+    request_timeout_ms: PositiveInt = PositiveInt(30_000)
+    """Deadline from request arrival to the provider's answer (first byte, for streams)."""
+    stream_idle_timeout_ms: PositiveInt = PositiveInt(60_000)
+    """Longest silence tolerated between two chunks of a stream."""
+    graceful_shutdown_ms: PositiveInt = PositiveInt(10_000)
+    """On SIGINT/SIGTERM, how long in-flight requests may take to finish."""
+
+
+@attrs.frozen(kw_only=True)
+class DatabaseConfig:
+    path: str = "./arbstr.db"
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    name: str
+    url: HttpUrl
+    api_key: ApiKey | None = None
+    key_source: KeySource = attrs.field(default=KeySource.NONE, eq=False)
+    models: tuple[str, ...] = ()
+    """Models this provider serves; empty means any model."""
+    model_map: Mapping[str, str] = attrs.field(factory=dict)
+    """Client model name -> the name this provider knows it by (also served)."""
+    input_rate: Rate = _FREE
+    output_rate: Rate = _FREE
+    base_fee: Rate = _FREE
+    tier: Tier = Tier.STANDARD
+    mock: MockBehaviour | None = None
+    """How ``--mock`` answers for this provider; ignored without ``--mock``."""
+
+    def serves(self, model: str) -> bool:
+        return not self.models or model in self.models or model in self.model_map
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_map.get(model, model)
+
+
+@attrs.frozen(kw_only=True)
+class PolicyRule:
+    name: str
+    allowed_models: tuple[str, ...] = ()
+    strategy: Strategy = Strategy.CHEAPEST
+    max_sats_per_1m_output: Rate | None = None
+    keywords: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class PoliciesConfig:
+    default_strategy: Strategy = Strategy.CHEAPEST
+    rules: tuple[PolicyRule, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class LoggingConfig:
+    level: LogLevel = LogLevel.INFO
+    log_requests: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class RoutingConfig:
+    default_completion_tokens: PositiveInt = PositiveInt(256)
+    """Completion tokens assumed when ranking a request that sets no ``max_tokens``."""
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamConfig:
+    ca_bundle: str | None = None
+    """PEM file of extra certificate authorities to trust for https providers."""
+    connect_timeout_ms: PositiveInt = PositiveInt(10_000)
+    max_connections: PositiveInt = PositiveInt(512)
+    max_keepalive_connections: PositiveInt = PositiveInt(128)
+    keepalive_expiry_ms: PositiveInt = PositiveInt(30_000)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    providers: tuple[ProviderConfig, ...] = ()
+    policies: PoliciesConfig = PoliciesConfig()
+    logging: LoggingConfig = LoggingConfig()
+    routing: RoutingConfig = RoutingConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+
+    def provider(self, name: str) -> ProviderConfig:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        raise KeyError(name)

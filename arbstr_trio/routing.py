@@ -1,0 +1,65 @@
+"""Which providers may serve a request, cheapest first.
+
+arbstr ranked providers by a blend of their per-token rates and per-request fee, a
+number that is not what any request costs. Here each candidate is priced for *this*
+request: its estimated prompt tokens and its expected completion tokens through the
+full cost formula, ``base_fee`` included, so a provider with a high fee loses short
+requests and wins long ones, as it should. Ties go to the provider name, so the order
+is stable and predictable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from arbstr_trio.chat_request import ChatRequest
+from arbstr_trio.config.models import ProviderConfig
+from arbstr_trio.errors import ModelNotFound
+from arbstr_trio.pricing import Rates, Usage, cost_msat
+
+__all__ = ["Candidate", "provider_rates", "rank_candidates"]
+
+
+@attrs.frozen
+class Candidate:
+    provider: ProviderConfig
+    upstream_model: str
+    estimated_cost_msat: int
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+
+def provider_rates(provider: ProviderConfig) -> Rates:
+    return Rates(provider.input_rate, provider.output_rate, provider.base_fee)
+
+
+def rank_candidates(
+    providers: Sequence[ProviderConfig], request: ChatRequest, *, default_completion_tokens: int
+) -> list[Candidate]:
+    """Every provider that serves ``request.model``, by estimated cost then name.
+
+    Raises :class:`ModelNotFound` when none does.
+    """
+    eligible = [provider for provider in providers if provider.serves(request.model)]
+    if not eligible:
+        raise ModelNotFound(
+            f"no configured provider serves the model {request.model!r}; "
+            "GET /v1/models lists the models this proxy can route",
+            param="model",
+        )
+    prompt, completion = request.expected_tokens(default_completion_tokens)
+    expected = Usage(prompt, completion)
+    candidates = [
+        Candidate(
+            provider=provider,
+            upstream_model=provider.upstream_model(request.model),
+            estimated_cost_msat=cost_msat(provider_rates(provider), expected),
+        )
+        for provider in eligible
+    ]
+    candidates.sort(key=lambda candidate: (candidate.estimated_cost_msat, candidate.name))
+    return candidates

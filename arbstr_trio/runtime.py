@@ -1,0 +1,49 @@
+"""Everything a running proxy holds for its whole life, opened and closed as one.
+
+Both ways of running the app, ``arbstr-trio serve`` and an external
+``hypercorn -k trio arbstr_trio.asgi:app``, open the runtime through
+:func:`open_runtime`, so both hold the same resources and release them the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from arbstr_trio.catalog import ModelCatalog
+from arbstr_trio.config.models import Config
+from arbstr_trio.engine import Engine
+from arbstr_trio.upstream import Upstream
+
+__all__ = ["Runtime", "open_runtime"]
+
+_CLOSE_TIMEOUT_S = 5.0
+
+
+@attrs.define
+class Runtime:
+    config: Config
+    upstream: Upstream
+    engine: Engine
+    catalog: ModelCatalog
+    started_at: float = attrs.field(factory=time.time)
+    """Wall-clock start, for ``/health``'s uptime."""
+
+
+@asynccontextmanager
+async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
+    upstream = Upstream(config.upstream, idle_timeout_s=config.server.stream_idle_timeout_ms / 1000)
+    try:
+        yield Runtime(
+            config=config,
+            upstream=upstream,
+            engine=Engine(upstream, request_timeout_s=config.server.request_timeout_ms / 1000),
+            catalog=ModelCatalog(config.providers, upstream),
+        )
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
+            await upstream.aclose()

@@ -1,0 +1,95 @@
+"""The proxy process: Hypercorn inside our own nursery, and an orderly way out.
+
+``serve`` owns everything the process runs: the embedded mock providers (with
+``--mock``), the runtime (upstream client and, later, the request writer), and
+Hypercorn's trio worker. It stops on the shutdown trigger (SIGINT or SIGTERM from
+the CLI): Hypercorn stops accepting, in-flight requests get the configured grace
+period to finish, then the runtime closes, in that order, so nothing that was
+answered is lost on the way out. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import cast
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import hypercorn.typing
+import trio
+
+from arbstr_trio.config.models import Config
+from arbstr_trio.mock.fleet import start_mock_fleet
+from arbstr_trio.mock.provider import MockProvider
+from arbstr_trio.runtime import open_runtime
+from arbstr_trio.web.app import App
+
+__all__ = ["Started", "hypercorn_config", "serve", "watch_signals"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Started:
+    """What ``serve`` reports once it accepts connections."""
+
+    url: str
+    config: Config
+    """The configuration in effect (with ``--mock``, pointed at the mocks)."""
+    mocks: dict[str, MockProvider]
+
+
+def hypercorn_config(config: Config) -> hypercorn.config.Config:
+    server = hypercorn.config.Config()
+    server.bind = [str(config.server.listen)]
+    server.graceful_timeout = config.server.graceful_shutdown_ms / 1000
+    server.accesslog = None
+    server.errorlog = logging.getLogger("hypercorn.error")
+    server.include_server_header = False
+    # Longer than common clients' pool idle time, so a client never sends on a
+    # connection the server has just closed.
+    server.keep_alive_timeout = 75
+    return server
+
+
+async def serve(
+    config: Config,
+    *,
+    mock: bool = False,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[Started] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the proxy until ``shutdown_trigger`` returns, then shut down gracefully."""
+    async with trio.open_nursery() as mocks_nursery:
+        mocks: dict[str, MockProvider] = {}
+        if mock:
+            config, mocks = await start_mock_fleet(mocks_nursery, config)
+        async with open_runtime(config) as runtime, trio.open_nursery() as server_nursery:
+            binds = await server_nursery.start(
+                partial(
+                    hypercorn.trio.serve,
+                    # Our App takes plain mappings; Hypercorn's signature names its TypedDicts.
+                    cast("hypercorn.typing.Framework", App(runtime)),
+                    hypercorn_config(config),
+                    shutdown_trigger=shutdown_trigger,
+                )
+            )
+            task_status.started(Started(binds[0], config, mocks))
+        mocks_nursery.cancel_scope.cancel()
+
+
+async def watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
+    """First SIGINT or SIGTERM: graceful shutdown. A second one: cancel ``force`` now."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not shutdown.is_set():
+                log.warning("%s: finishing in-flight requests, then exiting", name)
+                shutdown.set()
+            else:
+                log.warning("%s again: stopping now", name)
+                force.cancel()

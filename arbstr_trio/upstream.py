@@ -1,0 +1,294 @@
+"""Talking to providers: one pooled HTTP client, the request we send, the errors we map.
+
+One ``httpx.AsyncClient`` serves every provider for the life of the process, so
+connections are reused across requests. Every library exception that can escape a
+send or a read is turned into one of ours in :func:`map_transport_errors`, the single
+table of what went wrong (as httpcore's ``map_exceptions`` does), so nothing above
+this module knows httpx exists.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import certifi
+import httpx
+import orjson
+
+from arbstr_trio.config.apikey import convention_variable
+from arbstr_trio.config.models import ProviderConfig, UpstreamConfig
+from arbstr_trio.errors import (
+    ArbstrError,
+    RateLimited,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+__all__ = [
+    "Upstream",
+    "UpstreamResponse",
+    "error_for_status",
+    "forward_headers",
+    "map_transport_errors",
+]
+
+Header = tuple[bytes, bytes]
+
+# Never forwarded: hop-by-hop headers (RFC 9110 7.6.1), what httpx sets itself, the
+# client's credentials for *this* proxy (the provider gets the provider's key), and
+# our own control headers.
+_NOT_FORWARDED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"content-type",
+        b"accept-encoding",
+        b"authorization",
+        b"x-api-key",
+        b"api-key",
+        b"cookie",
+        b"openai-organization",
+        b"openai-project",
+        b"idempotency-key",
+        b"x-request-id",
+        b"x-correlation-id",
+    }
+)
+_CONTROL_PREFIX = b"x-arbstr-"
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def forward_headers(
+    client_headers: Iterable[Header],
+    *,
+    api_key: str | None,
+    request_id: str,
+    idempotency_key: str,
+    accept_stream: bool,
+) -> list[Header]:
+    """The headers a provider receives: the client's own, minus what must not travel."""
+    connection_named: set[bytes] = set()
+    kept: list[Header] = []
+    for name, value in client_headers:
+        if name == b"connection":
+            connection_named.update(t.strip().lower() for t in value.split(b","))
+        if name in _NOT_FORWARDED or name.startswith(_CONTROL_PREFIX):
+            continue
+        kept.append((name, value))
+    if connection_named:
+        kept = [(name, value) for name, value in kept if name not in connection_named]
+    kept.append((b"content-type", b"application/json"))
+    kept.append((b"idempotency-key", idempotency_key.encode()))
+    kept.append((b"x-request-id", request_id.encode()))
+    if accept_stream:
+        # Compressed SSE would have to be inflated before it can be relayed event by event.
+        kept.append((b"accept-encoding", b"identity"))
+    if api_key:
+        kept.append((b"authorization", b"Bearer " + api_key.encode()))
+    return kept
+
+
+@contextmanager
+def map_transport_errors(provider: str) -> Iterator[None]:
+    """The one table from httpx's exceptions to ours."""
+    try:
+        yield
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise UpstreamUnreachable(
+            f"provider {provider!r} could not be reached: {_describe(exc, 'connect timed out')}",
+            provider=provider,
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(
+            f"provider {provider!r} stopped answering: {_describe(exc, 'read timed out')}",
+            provider=provider,
+        ) from exc
+    except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+        raise UpstreamUnreachable(
+            f"provider {provider!r} could not be reached: {_describe(exc, 'connection failed')}",
+            provider=provider,
+        ) from exc
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise UpstreamProtocolError(
+            f"provider {provider!r} broke the connection: {_describe(exc, 'protocol error')}",
+            provider=provider,
+        ) from exc
+
+
+def error_for_status(
+    provider: str, status: int, headers: httpx.Headers, body: bytes
+) -> ArbstrError:
+    """What a provider's non-success status means for our client.
+
+    Only a 4xx that is the client's own doing is passed back as it came. A 401 or
+    403 means the provider refused *our* key: telling the client "unauthorized"
+    would send it looking at its own credentials, so that is a 502 naming the key.
+    """
+    if status in (401, 403, 407):
+        return UpstreamAuthFailed(
+            f"provider {provider!r} refused its API key (HTTP {status}); check "
+            f"{convention_variable(provider)} or the provider's api_key",
+            provider=provider,
+        )
+    if status == 429:
+        retry_after = headers.get("retry-after", "")
+        extra = [(b"retry-after", retry_after.encode())] if _is_safe_header(retry_after) else []
+        return RateLimited(f"provider {provider!r} is rate limiting requests", headers=extra)
+    if 400 <= status < 500 and status != 408:
+        return UpstreamRejected(status, _error_object(body), provider=provider)
+    return UpstreamStatusError(
+        f"provider {provider!r} failed with HTTP {status}",
+        provider=provider,
+        upstream_status=status,
+    )
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"message": body[:500].decode("utf-8", "replace").strip() or None}
+    if isinstance(document, dict):
+        error = document.get("error")
+        if isinstance(error, dict):
+            return error
+        if isinstance(error, str):
+            return {"message": error}
+        if isinstance(document.get("message"), str):
+            return {"message": document["message"]}
+    return {}
+
+
+def _is_safe_header(value: str) -> bool:
+    return 0 < len(value) <= 64 and value.isprintable() and value.isascii()
+
+
+def _describe(exc: Exception, fallback: str) -> str:
+    text = str(exc).strip()
+    return text[:200] if text else fallback
+
+
+class UpstreamResponse:
+    """A provider's answer with its body still on the wire. Close it, always."""
+
+    __slots__ = ("_chunks", "_response", "provider")
+
+    def __init__(self, response: httpx.Response, provider: str) -> None:
+        self._response = response
+        self._chunks: AsyncIterator[bytes] | None = None
+        self.provider = provider
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        with map_transport_errors(self.provider):
+            return await self._response.aread()
+
+    async def read_error_body(self) -> bytes:
+        """At most 64 KiB of an error answer: enough for any error envelope."""
+        parts: list[bytes] = []
+        size = 0
+        with map_transport_errors(self.provider):
+            async for part in self._response.aiter_bytes():
+                parts.append(part)
+                size += len(part)
+                if size >= _ERROR_BODY_LIMIT:
+                    break
+        return b"".join(parts)[:_ERROR_BODY_LIMIT]
+
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of body as it arrives; ``None`` at the end."""
+        if self._chunks is None:
+            self._chunks = self._response.aiter_bytes()
+        with map_transport_errors(self.provider):
+            try:
+                return await anext(self._chunks)
+            except StopAsyncIteration:
+                return None
+
+    async def aclose(self) -> None:
+        """Release the connection (closed, not pooled, if the body was not read to its end)."""
+        with map_transport_errors(self.provider):
+            if self._chunks is not None:
+                await self._chunks.aclose()  # type: ignore[attr-defined]
+            await self._response.aclose()
+
+
+class Upstream:
+    """The process's one HTTP client to providers."""
+
+    def __init__(self, config: UpstreamConfig, *, idle_timeout_s: float) -> None:
+        context = ssl.create_default_context(cafile=certifi.where())
+        if config.ca_bundle:
+            context.load_verify_locations(cafile=config.ca_bundle)
+        connect_s = config.connect_timeout_ms / 1000
+        self._client = httpx.AsyncClient(
+            verify=context,
+            trust_env=False,
+            follow_redirects=False,
+            timeout=httpx.Timeout(
+                connect=connect_s, read=idle_timeout_s, write=idle_timeout_s, pool=connect_s
+            ),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_keepalive_connections,
+                keepalive_expiry=config.keepalive_expiry_ms / 1000,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def post(
+        self, provider: ProviderConfig, path: str, body: bytes, headers: list[Header]
+    ) -> UpstreamResponse:
+        """Send a request and return as soon as the response headers are in."""
+        request = self._client.build_request(
+            "POST", provider.url + path, content=body, headers=headers
+        )
+        with map_transport_errors(provider.name):
+            response = await self._client.send(request, stream=True)
+        return UpstreamResponse(response, provider.name)
+
+    async def get_json(self, provider: ProviderConfig, path: str) -> Any:
+        """A small GET (such as ``/models``); raises an :class:`UpstreamError` on any failure."""
+        headers: list[Header] = [(b"accept", b"application/json")]
+        if provider.api_key is not None:
+            headers.append((b"authorization", b"Bearer " + provider.api_key.reveal().encode()))
+        with map_transport_errors(provider.name):
+            response = await self._client.get(provider.url + path, headers=headers)
+        if response.status_code != 200:
+            raise UpstreamError(
+                f"provider {provider.name!r} answered GET {path} with HTTP {response.status_code}",
+                provider=provider.name,
+            )
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"provider {provider.name!r} answered GET {path} with invalid JSON",
+                provider=provider.name,
+            ) from None

@@ -1,0 +1,123 @@
+"""The ASGI application: a route table, the error envelope, and the lifespan.
+
+Every HTTP request gets an :class:`Exchange` (its id and clock) before anything else,
+so every answer, errors included, carries ``x-arbstr-request-id``. Every failure ends
+here: an :class:`ArbstrError` becomes its envelope and status; anything else is a bug
+of ours, logged with its traceback on the server and answered as a 500 that says only
+the request id. A client never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+from arbstr_trio.errors import ArbstrError, InternalError, MethodNotAllowed, RouteNotFound
+from arbstr_trio.exchange import Exchange, request_id_from_headers
+from arbstr_trio.runtime import Runtime
+from arbstr_trio.web.asgi import Header, Receive, ResponseSend, Scope, Send, send_bytes
+from arbstr_trio.web.chat import chat_completions
+from arbstr_trio.web.info import health, list_models, list_providers
+
+__all__ = ["App"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Runtime, Scope, Receive, ResponseSend, Exchange], Awaitable[None]]
+RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/v1/chat/completions": {"POST": chat_completions},
+    "/v1/models": {"GET": list_models},
+    "/health": {"GET": health},
+    "/providers": {"GET": list_providers},
+}
+
+
+class App:
+    """The proxy as an ASGI 3 application.
+
+    Given a ``runtime``, it serves with it (``arbstr-trio serve`` owns the runtime's
+    lifetime). Given a ``runtime_factory`` instead, it opens the runtime itself in the
+    ASGI lifespan, which is how an external ``hypercorn`` runs it.
+    """
+
+    def __init__(
+        self, runtime: Runtime | None = None, *, runtime_factory: RuntimeFactory | None = None
+    ) -> None:
+        self._runtime = runtime
+        self._runtime_factory = runtime_factory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(request_id_from_headers(scope["headers"]), scope["headers"])
+        tracked = ResponseSend(send, exchange.request_id)
+        try:
+            handler = _route(scope["path"], scope["method"])
+            if self._runtime is None:
+                raise InternalError("the proxy is not started yet")
+            await handler(self._runtime, scope, receive, tracked, exchange)
+        except ArbstrError as exc:
+            await _send_error(tracked, exc, exchange)
+        except Exception:
+            log.exception("request %s failed with an internal error", exchange.request_id)
+            error = InternalError(
+                f"internal error; report request id {exchange.request_id} with the proxy's log"
+            )
+            await _send_error(tracked, error, exchange)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        if self._runtime is not None or self._runtime_factory is None:
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        try:
+            async with self._runtime_factory() as runtime:
+                self._runtime = runtime
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+        except Exception as exc:
+            if self._runtime is None:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            raise
+        finally:
+            self._runtime = None
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _route(path: str, method: str) -> Handler:
+    methods = ROUTES.get(path)
+    if methods is None:
+        raise RouteNotFound(f"no such endpoint: {method} {path}")
+    handler = methods.get(method)
+    if handler is None:
+        allowed = ", ".join(sorted(methods))
+        raise MethodNotAllowed(
+            f"{path} does not accept {method}; use {allowed}",
+            headers=[(b"allow", allowed.encode())],
+        )
+    return handler
+
+
+async def _send_error(send: ResponseSend, error: ArbstrError, exchange: Exchange) -> None:
+    if send.started:
+        # Too late for a status line; the relay ends streams with an error event itself.
+        log.warning(
+            "request %s failed after its response began: %s", exchange.request_id, error.message
+        )
+        return
+    headers: list[Header] = [(b"content-type", b"application/json"), *error.headers]
+    await send_bytes(send, error.status_code(), headers, error.envelope())

@@ -1,0 +1,71 @@
+"""``POST /v1/chat/completions``: parse, rank, get an answer, relay it."""
+
+from __future__ import annotations
+
+import logging
+
+from arbstr_trio.chat_request import ChatRequest, parse_chat_request
+from arbstr_trio.exchange import Exchange
+from arbstr_trio.pricing import format_sats
+from arbstr_trio.relay import Outcome, relay_completion, relay_stream
+from arbstr_trio.routing import rank_candidates
+from arbstr_trio.runtime import Runtime
+from arbstr_trio.web.asgi import Receive, ResponseSend, Scope, read_body, run_until_disconnect
+
+__all__ = ["chat_completions"]
+
+log = logging.getLogger("arbstr_trio.requests")
+
+
+async def chat_completions(
+    runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
+) -> None:
+    config = runtime.config
+    request = parse_chat_request(await read_body(scope, receive, config.server.max_body_bytes))
+    candidates = rank_candidates(
+        config.providers,
+        request,
+        default_completion_tokens=config.routing.default_completion_tokens,
+    )
+
+    async def answer_and_relay() -> tuple[str, Outcome]:
+        answer = await runtime.engine.answer(request, candidates, exchange)
+        try:
+            if request.stream:
+                outcome = await relay_stream(
+                    send, answer, exchange, client_wants_usage=request.client_wants_usage
+                )
+            else:
+                outcome = await relay_completion(send, answer, exchange)
+        finally:
+            await answer.aclose()
+        return answer.candidate.name, outcome
+
+    result = await run_until_disconnect(receive, send, answer_and_relay)
+    if result is None:
+        exchange.client_gone = True
+        log.info(
+            "%s %s client disconnected after %d ms",
+            exchange.request_id,
+            request.model,
+            exchange.elapsed_ms(),
+        )
+        return
+    provider, outcome = result
+    _log_outcome(exchange, request, provider, outcome)
+
+
+def _log_outcome(exchange: Exchange, request: ChatRequest, provider: str, outcome: Outcome) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    cost = "unknown" if outcome.cost_msat is None else format_sats(outcome.cost_msat)
+    log.info(
+        "%s %s -> %s %s cost_sats=%s latency_ms=%d%s",
+        exchange.request_id,
+        request.model,
+        provider,
+        "stream" if request.stream else "json",
+        cost,
+        exchange.elapsed_ms(),
+        "" if outcome.completed else f" failed={outcome.error}",
+    )

@@ -1,0 +1,73 @@
+"""The read-only endpoints: ``/v1/models``, ``/health`` and ``/providers``."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from arbstr_trio import __version__
+from arbstr_trio.config.models import ProviderConfig
+from arbstr_trio.exchange import Exchange
+from arbstr_trio.runtime import Runtime
+from arbstr_trio.web.asgi import Receive, ResponseSend, Scope, send_json
+
+__all__ = ["health", "list_models", "list_providers"]
+
+
+async def list_models(
+    runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
+) -> None:
+    """OpenAI's list shape, one entry per model however many providers serve it."""
+    served = await runtime.catalog.models()
+    created = int(runtime.started_at)
+    data = [
+        {
+            "id": model,
+            "object": "model",
+            "created": created,
+            "owned_by": "arbstr",
+            "providers": owners,
+        }
+        for model, owners in sorted(served.items())
+    ]
+    await send_json(send, 200, (), {"object": "list", "data": data})
+
+
+async def health(
+    runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
+) -> None:
+    document = {
+        "status": "ok",
+        "version": __version__,
+        "uptime_s": round(time.time() - runtime.started_at, 3),
+        "providers": len(runtime.config.providers),
+    }
+    await send_json(send, 200, (), document)
+
+
+async def list_providers(
+    runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
+) -> None:
+    providers = [describe_provider(provider) for provider in runtime.config.providers]
+    await send_json(send, 200, (), {"providers": providers})
+
+
+def describe_provider(provider: ProviderConfig) -> dict[str, Any]:
+    """A provider as users may see it: rates and all, the key only masked."""
+    return {
+        "name": provider.name,
+        "url": provider.url,
+        "models": list(provider.models),
+        "model_map": dict(provider.model_map),
+        "input_rate": _number(provider.input_rate),
+        "output_rate": _number(provider.output_rate),
+        "base_fee": _number(provider.base_fee),
+        "tier": provider.tier.value,
+        "api_key": None if provider.api_key is None else provider.api_key.masked(),
+        "key_source": provider.key_source.value,
+    }
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
