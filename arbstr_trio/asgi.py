@@ -27,7 +27,7 @@ def _open_from_environment() -> AbstractAsyncContextManager[Runtime]:
     if not path:
         raise RuntimeError("set ARBSTR_CONFIG to the path of an arbstr-trio config file")
     loaded = load_config(path)
-    configure_logging(loaded.config.logging.level)
+    configure_logging(loaded.config.logging.level, server_banner=True)
     for warning in loaded.warnings:
         log.warning("%s", warning)
     return open_runtime(loaded.config)

@@ -34,7 +34,7 @@ class ModelCatalog:
 
     async def models(self) -> dict[str, list[str]]:
         """Model id -> names of the providers that serve it, in config order."""
-        open_ended = [p for p in self._providers if not p.models and not p.model_map]
+        open_ended = [p for p in self._providers if p.serves_any_model]
         if open_ended:
             async with trio.open_nursery() as nursery:
                 for provider in open_ended:

@@ -176,11 +176,18 @@ async def _serve_until_signalled(config: Config, mock: bool) -> int:
             started: Started = await nursery.start(serve_then_stop)
             _announce(started)
     except* OSError as group:
-        failure = "; ".join(_os_error_text(exc) for exc in group.exceptions)
+        failure = "; ".join(_os_error_text(exc) for exc in _leaves(group))
     if failure is not None:
         print(f"error: cannot serve on {config.server.listen}: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[OSError]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _os_error_text(exc: BaseException) -> str:

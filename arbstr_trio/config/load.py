@@ -29,7 +29,6 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
-from cattrs.gen import make_dict_structure_fn, override
 
 from arbstr_trio.config.apikey import (
     ApiKey,
@@ -43,7 +42,6 @@ from arbstr_trio.config.models import (
     HttpUrl,
     ListenAddress,
     PositiveInt,
-    ProviderConfig,
     Rate,
 )
 
@@ -136,6 +134,7 @@ def _resolve_secrets(
         configured = provider.get("api_key")
         if configured is not None and not isinstance(configured, str):
             problems.append(f"{path}: must be a string")
+            provider["api_key"] = None
             continue
         if not isinstance(name, str):
             continue  # reported by the converter as $.providers[i].name
@@ -291,25 +290,6 @@ def _enum_hook(enum_type: type[enum.Enum]) -> Callable[[object, object], enum.En
     return structure
 
 
-def _attrs_with_validators_hook(cls: type) -> Callable[[object, object], Any]:
-    """Structure an attrs class whose own validators may object (MockBehaviour)."""
-    base: Callable[[Any, Any], Any] = make_dict_structure_fn(
-        cls, _converter, _cattrs_forbid_extra_keys=True
-    )
-
-    def structure(value: object, _type: object) -> Any:
-        if not isinstance(value, dict):
-            raise _Invalid(f"must be a table, not {_toml_type(value)}")
-        try:
-            return base(value, cls)
-        except (ValueError, TypeError) as exc:
-            if isinstance(exc, ClassValidationError):
-                raise
-            raise _Invalid(str(exc)) from None
-
-    return structure
-
-
 def _build_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     converter.register_structure_hook(str, _check_str)
@@ -328,23 +308,10 @@ def _build_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(
         lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _enum_hook
     )
-    converter.register_structure_hook(
-        ProviderConfig,
-        make_dict_structure_fn(
-            ProviderConfig,
-            converter,
-            _cattrs_forbid_extra_keys=True,
-            key_source=override(omit=False),
-        ),
-    )
     return converter
 
 
 _converter = _build_converter()
-_converter.register_structure_hook_factory(
-    lambda t: t.__module__ == "arbstr_trio.mock.behaviour" and attrs.has(t),
-    _attrs_with_validators_hook,
-)
 
 
 def _describe(exc: BaseException, path: str) -> list[str]:
@@ -367,7 +334,9 @@ def _describe(exc: BaseException, path: str) -> list[str]:
         return [f"{path}: required key missing"]
     if isinstance(exc, _Invalid):
         return [f"{path}: {exc}"]
-    if isinstance(exc, TypeError | ValueError | AttributeError):
+    if isinstance(exc, ValueError):  # an attrs validator's own message, as in MockBehaviour
+        return [f"{path}: {exc}"]
+    if isinstance(exc, TypeError | AttributeError):
         return [f"{path}: invalid value ({exc})"]
     return [f"{path}: {exc!r}"]
 

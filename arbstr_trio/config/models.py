@@ -105,7 +105,7 @@ class ProviderConfig:
     api_key: ApiKey | None = None
     key_source: KeySource = attrs.field(default=KeySource.NONE, eq=False)
     models: tuple[str, ...] = ()
-    """Models this provider serves; empty means any model."""
+    """Models this provider serves; with ``model_map`` also empty, any model."""
     model_map: Mapping[str, str] = attrs.field(factory=dict)
     """Client model name -> the name this provider knows it by (also served)."""
     input_rate: Rate = _FREE
@@ -115,8 +115,12 @@ class ProviderConfig:
     mock: MockBehaviour | None = None
     """How ``--mock`` answers for this provider; ignored without ``--mock``."""
 
+    @property
+    def serves_any_model(self) -> bool:
+        return not self.models and not self.model_map
+
     def serves(self, model: str) -> bool:
-        return not self.models or model in self.models or model in self.model_map
+        return self.serves_any_model or model in self.models or model in self.model_map
 
     def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)

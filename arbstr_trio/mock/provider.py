@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import orjson
+import trio
 
 from arbstr_trio.mock.behaviour import LineEnding, MockBehaviour, parse_overrides
 from arbstr_trio.tokens import estimate_prompt_tokens
@@ -78,8 +79,19 @@ class MockProvider:
         self.received: deque[ReceivedRequest] = deque(maxlen=_RECORD_LIMIT)
         self.disconnects = 0
         """Responses the client walked away from before they were complete."""
+        self._disconnected = trio.Event()
         self._rng = rng or random.Random()
         self._scoped_header = "x-mock-" + "".join(c if c.isalnum() else "-" for c in name.lower())
+
+    def client_disconnected(self) -> None:
+        self.disconnects += 1
+        self._disconnected.set()
+        self._disconnected = trio.Event()
+
+    async def wait_for_disconnects(self, count: int = 1) -> None:
+        """Return once ``count`` responses in all were abandoned by their client."""
+        while self.disconnects < count:
+            await self._disconnected.wait()
 
     def reply(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         self.received.append(ReceivedRequest(method, path, headers, body))

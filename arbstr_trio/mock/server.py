@@ -103,7 +103,7 @@ async def _deliver(
             while True:
                 data = await stream.receive_some(_RECEIVE_SIZE)
                 if not data:
-                    provider.disconnects += 1
+                    provider.client_disconnected()
                     nursery.cancel_scope.cancel()
                     return
                 connection.receive_data(bytes(data))  # a pipelined request, kept for later

@@ -23,6 +23,7 @@ from arbstr_trio.web.info import health, list_models, list_providers
 __all__ = ["App"]
 
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("arbstr_trio.requests")
 
 Handler = Callable[[Runtime, Scope, Receive, ResponseSend, Exchange], Awaitable[None]]
 RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
@@ -68,6 +69,15 @@ class App:
                 raise InternalError("the proxy is not started yet")
             await handler(self._runtime, scope, receive, tracked, exchange)
         except ArbstrError as exc:
+            request_log.info(
+                "%s %s %s -> %d %s: %s",
+                exchange.request_id,
+                scope["method"],
+                scope["path"],
+                exc.status_code(),
+                exc.code,
+                exc.message,
+            )
             await _send_error(tracked, exc, exchange)
         except Exception:
             log.exception("request %s failed with an internal error", exchange.request_id)
