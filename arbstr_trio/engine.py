@@ -1,16 +1,39 @@
-"""Getting a usable answer from a provider for one client request.
+"""Getting a usable answer for one client request: retries, fallback, hedging, deadline.
 
-An *attempt* sends the request to one candidate and succeeds only once the answer is
-known to be usable: a non-streaming answer read whole and parsed, or a stream whose
-first bytes have arrived. Everything before that point can still fail over without
-the client noticing; everything after belongs to the relay. The engine owns the
-request's deadline: no attempt outlives it.
+An *attempt* sends the request to one candidate under a :class:`Permit` and succeeds
+only once the answer is known to be usable: a non-streaming answer read whole and
+parsed, or a stream whose first bytes have arrived. Until then a failure can be hidden
+from the client; after it, the answer belongs to the relay.
+
+Each request runs its attempts in one nursery under one cancel scope whose deadline
+is the request's. Attempts report to the request's loop over a memory channel; the
+loop decides what comes next:
+
+* a usable answer wins; every other attempt is cancelled and its connection closed;
+* a client mistake (a 4xx other than 408/429) is answered at once, as the provider
+  said it: no other provider will think differently;
+* a provider failure (connect error, reset, timeout, 408, 5xx) is retried on the same
+  provider after a jittered backoff, within ``max_attempts_per_provider`` and the
+  retry budget, then falls over to the next candidate, down the whole ranked list;
+* a 429 or a refused key moves on to the next candidate at once;
+* with ``hedge_after_ms``, if the first attempt has no answer by then, the next
+  candidate starts too, in the same nursery, and the first usable answer wins;
+* when every remaining candidate is cooling down or at its limits, and the soonest
+  recovery falls inside the deadline, the loop waits for it; otherwise the request
+  ends with 429 (or 503 when every breaker is open) and a ``Retry-After``.
+
+No attempt, backoff or wait outlives the deadline: when it fires, all are cancelled
+and the client gets 504 with the list of attempts made.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -18,36 +41,115 @@ import orjson
 import trio
 
 from arbstr_trio.chat_request import ChatRequest
-from arbstr_trio.errors import UpstreamProtocolError, UpstreamTimeout
+from arbstr_trio.config.models import Config
+from arbstr_trio.errors import (
+    ArbstrError,
+    DeadlineExceeded,
+    InternalError,
+    NoHealthyProvider,
+    RateLimited,
+    UpstreamError,
+    UpstreamProtocolError,
+)
 from arbstr_trio.exchange import Exchange
+from arbstr_trio.health.board import Blocked, BlockReason, HealthBoard, Permit, Verdict
 from arbstr_trio.pricing import Usage, usage_from_json
+from arbstr_trio.retry import Failure, RetryBudget, backoff_s, classify_status
 from arbstr_trio.routing import Candidate
-from arbstr_trio.upstream import Upstream, UpstreamResponse, error_for_status, forward_headers
+from arbstr_trio.upstream import ProviderClient, ProviderResponse, error_for_status, forward_headers
 
-__all__ = ["Answer", "Engine"]
+__all__ = ["Answer", "AttemptRecord", "Engine"]
+
+log = logging.getLogger(__name__)
 
 _CLEANUP_TIMEOUT_S = 2.0
+_UNSETTLED = "pending"
+_NOT_FAILURES = frozenset({"ok", _UNSETTLED, "hedge_lost", "cancelled"})
+
+
+@attrs.define
+class AttemptRecord:
+    provider: str
+    started_at: float
+    hedge: bool = False
+    outcome: str = _UNSETTLED
+    """``ok``, ``http_<status>``, ``connect_error``, ``timeout``, ``protocol_error``,
+    ``internal_error``, ``hedge_lost`` or ``cancelled``."""
+    status: int | None = None
+    ended_at: float | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome not in _NOT_FAILURES
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "outcome": self.outcome,
+            "status": self.status,
+            "hedge": self.hedge,
+            "duration_ms": None
+            if self.ended_at is None
+            else round((self.ended_at - self.started_at) * 1000),
+        }
+
+
+def retries_header(records: Sequence[AttemptRecord]) -> str | None:
+    """``"2/alpha, 1/beta"``: failed attempts per provider, in the order they were tried."""
+    failed = Counter(record.provider for record in records if record.failed)
+    if not failed:
+        return None
+    return ", ".join(f"{count}/{provider}" for provider, count in failed.items())
+
+
+def attempts_header(records: Sequence[AttemptRecord]) -> str | None:
+    """``"alpha:http_503, beta:ok"``: every attempt, hedges and losers included."""
+    if len(records) < 2:
+        return None
+    return ", ".join(f"{record.provider}:{record.outcome}" for record in records)
 
 
 @attrs.define
 class Answer:
-    """A usable answer. For a stream, ``response`` is still open: the caller closes it."""
+    """A usable answer. A stream's ``response`` is still open: the relay finishes it."""
 
     candidate: Candidate
-    response: UpstreamResponse
+    response: ProviderResponse
     headers_at: float
     """``trio.current_time()`` when the provider's response headers arrived."""
+    attempts: list[AttemptRecord]
+    permit: Permit | None = None
+    """Held until a stream ends, so the breaker hears how the stream went."""
     body: bytes = b""
     """The whole body of a non-streaming answer."""
     usage: Usage | None = None
     first_chunk: bytes = b""
     """The first bytes of a stream, read to prove it is alive."""
 
+    def metadata_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = []
+        retries = retries_header(self.attempts)
+        if retries:
+            headers.append((b"x-arbstr-retries", retries.encode()))
+        attempts = attempts_header(self.attempts)
+        if attempts:
+            headers.append((b"x-arbstr-attempts", attempts.encode()))
+        return headers
+
+    def finish(self, *, ok: bool, usage: Usage | None) -> None:
+        """A stream ended: whole (``ok``) or broken by the provider."""
+        if self.permit is not None:
+            verdict = Verdict.SUCCESS if ok else Verdict.FAILURE
+            self.permit.settle(verdict, actual_tokens=None if usage is None else usage.total_tokens)
+
     async def aclose(self) -> None:
+        if self.permit is not None:
+            self.permit.settle(Verdict.ABANDONED)  # a no-op once finished
         await close_quietly(self.response)
 
 
-async def close_quietly(response: UpstreamResponse) -> None:
+async def close_quietly(response: ProviderResponse) -> None:
     """Release a response's connection even while being cancelled, within a bound."""
     # A failed close must not hide the outcome the caller is handling.
     with (
@@ -58,83 +160,420 @@ async def close_quietly(response: UpstreamResponse) -> None:
         await response.aclose()
 
 
+class _Failed(Exception):
+    """An attempt's failure, already judged: what it means next, and for the breaker."""
+
+    def __init__(
+        self,
+        kind: Failure,
+        error: ArbstrError,
+        verdict: Verdict,
+        outcome: str,
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(error.message)
+        self.kind = kind
+        self.error = error
+        self.verdict = verdict
+        self.outcome = outcome
+        self.status = status
+        self.headers = headers or {}
+
+
+@attrs.frozen
+class _Result:
+    answer: Answer | None = None
+    failure: _Failed | None = None
+
+
 class Engine:
-    def __init__(self, upstream: Upstream, *, request_timeout_s: float) -> None:
-        self._upstream = upstream
-        self._request_timeout_s = request_timeout_s
+    def __init__(
+        self,
+        upstream: ProviderClient,
+        board: HealthBoard,
+        config: Config,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.board = board
+        self.config = config
+        self.rng = rng or random.Random()
+        retry = config.retry
+        self.budget = RetryBudget(retry.budget_percent, retry.min_retry_concurrency)
 
     async def answer(
         self, request: ChatRequest, candidates: Sequence[Candidate], exchange: Exchange
     ) -> Answer:
-        """The cheapest candidate's answer, within the request's deadline."""
-        candidate = candidates[0]
-        deadline = exchange.started_at + self._request_timeout_s
-        with trio.CancelScope(deadline=deadline) as scope:
-            return await self._attempt(candidate, request, exchange)
-        assert scope.cancelled_caught
-        raise UpstreamTimeout(
-            f"provider {candidate.name!r} gave no answer within "
-            f"{self._request_timeout_s * 1000:.0f} ms ([server] request_timeout_ms)",
-            provider=candidate.name,
+        """A usable answer within ``exchange.deadline``, or the error that says why not."""
+        run = _RequestRun(self, request, candidates, exchange)
+        self.budget.active_requests += 1
+        try:
+            with trio.CancelScope(deadline=exchange.deadline):
+                return await run.race()
+        finally:
+            self.budget.active_requests -= 1
+        raise run.deadline_exceeded()
+
+
+class _RequestRun:
+    """One request's attempts, from the first to the answer or the final error."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        request: ChatRequest,
+        candidates: Sequence[Candidate],
+        exchange: Exchange,
+    ) -> None:
+        self.engine = engine
+        self.request = request
+        self.candidates = candidates
+        self.exchange = exchange
+        prompt, completion = request.expected_tokens(
+            engine.config.routing.default_completion_tokens
         )
+        self.tokens = prompt + completion
+        self.records: list[AttemptRecord] = []
+        self.attempts: Counter[str] = Counter()
+        self.excluded: set[str] = set()
+        self.in_flight: set[str] = set()
+        self.last_failure: _Failed | None = None
+        self.blocked: list[Blocked] = []
+
+    # --- the loop ------------------------------------------------------------------
+
+    async def race(self) -> Answer:
+        send, receive = trio.open_memory_channel[_Result](math.inf)
+        winner: Answer | None = None
+        final: ArbstrError | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                winner, final = await self._drive(nursery, send, receive)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._mark_unfinished("hedge_lost" if winner is not None else "cancelled")
+            send.close()
+            # A second answer that arrived as the first won must not hold its connection.
+            # (No checkpoints here: this also runs while the deadline is cancelling us.)
+            while True:
+                try:
+                    result = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if result.answer is not None and result.answer is not winner:
+                    await result.answer.aclose()
+        if winner is not None:
+            return winner
+        assert final is not None
+        if len(self.records) > 1:
+            final.message += "; attempts: " + _attempt_list(self.records)
+        raise self._with_attempts(final)
+
+    async def _drive(
+        self,
+        nursery: trio.Nursery,
+        send: trio.MemorySendChannel[_Result],
+        receive: trio.MemoryReceiveChannel[_Result],
+    ) -> tuple[Answer | None, ArbstrError | None]:
+        if not await self._launch(nursery, send):
+            return None, self._give_up()
+        running = 1
+        hedge_ms = self.engine.config.retry.hedge_after_ms
+        hedge_at = trio.current_time() + hedge_ms / 1000 if hedge_ms else math.inf
+        while True:
+            with trio.move_on_at(hedge_at if running == 1 else math.inf) as hedge_timer:
+                result = await receive.receive()
+            if hedge_timer.cancelled_caught:
+                hedge_at = math.inf  # one hedge per request
+                if await self._launch(nursery, send, hedge=True):
+                    running += 1
+                continue
+            running -= 1
+            if result.answer is not None:
+                return result.answer, None
+            failure = result.failure
+            assert failure is not None
+            if failure.kind is Failure.CLIENT:
+                return None, failure.error
+            hedge_at = math.inf  # after a failure, fallback decides what runs next
+            if running:
+                continue  # the other attempt may yet answer
+            if not await self._launch(nursery, send):
+                return None, self._give_up()
+            running += 1
+
+    async def _launch(
+        self, nursery: trio.Nursery, send: trio.MemorySendChannel[_Result], *, hedge: bool = False
+    ) -> bool:
+        """Start the best attempt there is, waiting for capacity when that is worth it.
+
+        A hedge never waits or retries: it is an extra, taken only if it is there now.
+        """
+        max_attempts = self.engine.config.retry.max_attempts_per_provider
+        budget = self.engine.budget
+        while True:
+            blocked: list[Blocked] = []
+            for candidate in self.candidates:
+                name = candidate.name
+                if name in self.excluded or name in self.in_flight:
+                    continue
+                if self.attempts[name] >= max_attempts:
+                    continue
+                is_retry = self.attempts[name] > 0
+                if is_retry and (hedge or not budget.allows_retry()):
+                    if not hedge:
+                        self.excluded.add(name)
+                    continue
+                if is_retry:
+                    retry_cfg = self.engine.config.retry
+                    await trio.sleep(
+                        backoff_s(
+                            self.attempts[name],
+                            retry_cfg.backoff_base_ms / 1000,
+                            retry_cfg.backoff_max_ms / 1000,
+                            self.engine.rng,
+                        )
+                    )
+                permit = self.engine.board.acquire(name, candidate.upstream_model, self.tokens)
+                if isinstance(permit, Blocked):
+                    blocked.append(permit)
+                    continue
+                self._start(nursery, send, candidate, permit, is_retry=is_retry, hedge=hedge)
+                return True
+            if hedge or not blocked:
+                self.blocked = blocked
+                return False
+            waitable = [b for b in blocked if b.reason is not BlockReason.BREAKER_OPEN]
+            soonest = min((b.until for b in waitable), default=math.inf)
+            if not waitable or (not math.isinf(soonest) and soonest > self.exchange.deadline):
+                self.blocked = blocked
+                return False
+            # Everything usable is cooling down or full: wait for the soonest recovery
+            # (or a permit to be released), inside the deadline, then look again.
+            with trio.move_on_at(soonest):
+                await self.engine.board.wait_for_capacity()
+
+    def _start(
+        self,
+        nursery: trio.Nursery,
+        send: trio.MemorySendChannel[_Result],
+        candidate: Candidate,
+        permit: Permit,
+        *,
+        is_retry: bool,
+        hedge: bool,
+    ) -> None:
+        record = AttemptRecord(candidate.name, trio.current_time(), hedge=hedge)
+        self.records.append(record)
+        self.attempts[candidate.name] += 1
+        self.in_flight.add(candidate.name)
+        if is_retry:
+            self.engine.budget.active_retries += 1
+        nursery.start_soon(self._attempt, candidate, permit, record, send, is_retry)
 
     async def _attempt(
-        self, candidate: Candidate, request: ChatRequest, exchange: Exchange
-    ) -> Answer:
+        self,
+        candidate: Candidate,
+        permit: Permit,
+        record: AttemptRecord,
+        send: trio.MemorySendChannel[_Result],
+        is_retry: bool,
+    ) -> None:
+        try:
+            answer = await self._try(candidate, permit)
+        except _Failed as failure:
+            permit.settle(failure.verdict, headers=failure.headers)
+            self._record(record, failure.outcome, failure.status, failure.error.message)
+            self._note_failure(candidate.name, failure)
+            send.send_nowait(_Result(failure=failure))
+        except Exception as exc:
+            # A bug of ours: the provider is not to blame, but the request cannot go on.
+            log.exception("attempt on provider %r failed unexpectedly", candidate.name)
+            permit.settle(Verdict.ABANDONED)
+            self._record(record, "internal_error", None, str(exc))
+            error = InternalError(
+                f"internal error; report request id {self.exchange.request_id} with the proxy's log"
+            )
+            bug = _Failed(Failure.CLIENT, error, Verdict.ABANDONED, "internal_error")
+            send.send_nowait(_Result(failure=bug))
+        else:
+            self._record(record, "ok", 200, None)
+            answer.attempts = self.records
+            send.send_nowait(_Result(answer=answer))
+        finally:
+            permit.settle(Verdict.ABANDONED)  # cancelled: no verdict (no-op otherwise)
+            self.in_flight.discard(candidate.name)
+            if is_retry:
+                self.engine.budget.active_retries -= 1
+
+    def _note_failure(self, provider: str, failure: _Failed) -> None:
+        self.last_failure = failure
+        if failure.kind is Failure.NEXT_PROVIDER:
+            self.excluded.add(provider)
+
+    @staticmethod
+    def _record(record: AttemptRecord, outcome: str, status: int | None, error: str | None) -> None:
+        record.outcome = outcome
+        record.status = status
+        record.error = error
+        record.ended_at = trio.current_time()
+
+    def _mark_unfinished(self, outcome: str) -> None:
+        now = trio.current_time()
+        for record in self.records:
+            if record.outcome == _UNSETTLED:
+                record.outcome = outcome
+                record.ended_at = now
+
+    # --- one attempt -----------------------------------------------------------------
+
+    async def _try(self, candidate: Candidate, permit: Permit) -> Answer:
         provider = candidate.provider
         headers = forward_headers(
-            exchange.client_headers,
+            self.exchange.client_headers,
             api_key=provider.api_key.reveal() if provider.api_key is not None else None,
-            request_id=exchange.request_id,
-            idempotency_key=exchange.idempotency_key,
-            accept_stream=request.stream,
+            request_id=self.exchange.request_id,
+            idempotency_key=self.exchange.idempotency_key,
+            accept_stream=self.request.stream,
         )
-        response = await self._upstream.post(
-            provider, "/chat/completions", request.upstream_body(candidate.upstream_model), headers
-        )
+        body = self.request.upstream_body(candidate.upstream_model)
+        try:
+            response = await self.engine.upstream.post(provider, "/chat/completions", body, headers)
+        except UpstreamError as error:
+            raise _transport_failure(error) from None
         headers_at = trio.current_time()
         try:
+            permit.observe(response.headers)
             if not 200 <= response.status < 300:
-                body = await response.read_error_body()
-                raise error_for_status(provider.name, response.status, response.headers, body)
-            if request.stream:
-                return await self._start_stream(candidate, response, headers_at)
+                raise await _status_failure(provider.name, response)
+            if self.request.stream:
+                first = await _first_chunk(candidate.name, response)
+                return Answer(candidate, response, headers_at, [], permit=permit, first_chunk=first)
             body = await response.read()
             usage = _usage_of_completion(body, provider.name)
             await response.aclose()
-            return Answer(candidate, response, headers_at, body=body, usage=usage)
+            permit.settle(
+                Verdict.SUCCESS, actual_tokens=None if usage is None else usage.total_tokens
+            )
+            return Answer(candidate, response, headers_at, [], body=body, usage=usage)
+        except UpstreamError as error:
+            await close_quietly(response)
+            raise _transport_failure(error) from None
         except BaseException:
             await close_quietly(response)
             raise
 
-    async def _start_stream(
-        self, candidate: Candidate, response: UpstreamResponse, headers_at: float
-    ) -> Answer:
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise UpstreamProtocolError(
-                f"provider {candidate.name!r} answered a streaming request with "
+    # --- endings ---------------------------------------------------------------------
+
+    def _give_up(self) -> ArbstrError:
+        """The error for a request no candidate could answer."""
+        failure = self.last_failure
+        if failure is not None and failure.status != 429:
+            return failure.error  # a provider failed: say how (the attempts are attached)
+        now = trio.current_time()
+        if failure is None and all(b.reason is BlockReason.BREAKER_OPEN for b in self.blocked):
+            wait = _retry_after([b.until for b in self.blocked], now)
+            return NoHealthyProvider(
+                "every provider for this model is failing and its circuit breaker is open; "
+                f"the next probe is in {wait} s",
+                headers=[(b"retry-after", str(wait).encode())],
+            )
+        board = self.engine.board
+        recoveries = [b.until for b in self.blocked] + [
+            board.model_limits(c.name, c.upstream_model).cooldown_until for c in self.candidates
+        ]
+        wait = _retry_after([at for at in recoveries if at > now], now)
+        return RateLimited(
+            f"every provider for this model is rate limited or at its limits; retry in {wait} s",
+            headers=[(b"retry-after", str(wait).encode())],
+        )
+
+    def deadline_exceeded(self) -> ArbstrError:
+        timeout_ms = round((self.exchange.deadline - self.exchange.started_at) * 1000)
+        tried = _attempt_list(self.records) or "none"
+        error = DeadlineExceeded(
+            f"no provider answered within the {timeout_ms} ms deadline; attempts: {tried}"
+        )
+        return self._with_attempts(error)
+
+    def _with_attempts(self, error: ArbstrError) -> ArbstrError:
+        error.details["attempts"] = [record.describe() for record in self.records]
+        retries = retries_header(self.records)
+        if retries:
+            error.add_headers((b"x-arbstr-retries", retries.encode()))
+        return error
+
+
+def _attempt_list(records: Sequence[AttemptRecord]) -> str:
+    return ", ".join(f"{record.provider} {record.outcome}" for record in records)
+
+
+def _retry_after(recoveries: Sequence[float], now: float) -> int:
+    """Whole seconds until the soonest finite recovery (at least 1)."""
+    finite = [at for at in recoveries if not math.isinf(at)]
+    return max(1, math.ceil(min(finite) - now)) if finite else 1
+
+
+def _transport_failure(error: UpstreamError) -> _Failed:
+    outcome = {
+        "upstream_unreachable": "connect_error",
+        "upstream_timeout": "timeout",
+    }.get(error.code or "", "protocol_error")
+    return _Failed(Failure.RETRY, error, Verdict.FAILURE, outcome)
+
+
+async def _status_failure(provider: str, response: ProviderResponse) -> _Failed:
+    body = await response.read_error_body()
+    status = response.status
+    error = error_for_status(provider, status, response.headers, body)
+    kind = classify_status(status)
+    if status == 429:
+        verdict = Verdict.RATE_LIMITED
+    elif kind is Failure.CLIENT:
+        verdict = Verdict.CLIENT_ERROR
+    else:
+        verdict = Verdict.FAILURE
+    return _Failed(kind, error, verdict, f"http_{status}", status=status, headers=response.headers)
+
+
+async def _first_chunk(provider: str, response: ProviderResponse) -> bytes:
+    content_type = response.headers.get("content-type", "")
+    if not content_type.startswith("text/event-stream"):
+        raise _transport_failure(
+            UpstreamProtocolError(
+                f"provider {provider!r} answered a streaming request with "
                 f"{content_type or 'no content type'}, not an event stream",
-                provider=candidate.name,
+                provider=provider,
             )
-        first = await response.next_chunk()
-        if not first:
-            raise UpstreamProtocolError(
-                f"provider {candidate.name!r} closed the stream before sending anything",
-                provider=candidate.name,
+        )
+    first = await response.next_chunk()
+    if not first:
+        raise _transport_failure(
+            UpstreamProtocolError(
+                f"provider {provider!r} closed the stream before sending anything",
+                provider=provider,
             )
-        return Answer(candidate, response, headers_at, first_chunk=first)
+        )
+    return first
 
 
 def _usage_of_completion(body: bytes, provider: str) -> Usage | None:
     try:
         document: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(
-            f"provider {provider!r} answered with a body that is not JSON", provider=provider
+        raise _transport_failure(
+            UpstreamProtocolError(
+                f"provider {provider!r} answered with a body that is not JSON", provider=provider
+            )
         ) from None
     if not isinstance(document, dict):
-        raise UpstreamProtocolError(
-            f"provider {provider!r} answered with JSON that is not an object", provider=provider
+        raise _transport_failure(
+            UpstreamProtocolError(
+                f"provider {provider!r} answered with JSON that is not an object",
+                provider=provider,
+            )
         )
     return usage_from_json(document.get("usage"))

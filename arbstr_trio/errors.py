@@ -11,7 +11,11 @@ and the web layer turns any of them into the OpenAI error envelope
     │   ├── RouteNotFound               404     invalid_request_error
     │   └── MethodNotAllowed            405     invalid_request_error
     ├── UpstreamRejected                4xx     (the provider's own error, passed back)
-    ├── RateLimited                     429     rate_limit_error
+    ├── RateLimited                     429     rate_limit_error (+ Retry-After)
+    ├── Unavailable                     503     service_unavailable (+ Retry-After)
+    │   ├── NoHealthyProvider           503       every candidate's breaker is open
+    │   └── Overloaded                  503       no slot free within admission_wait_ms
+    ├── DeadlineExceeded                504     timeout_error
     ├── UpstreamError                   502     upstream_error
     │   ├── UpstreamUnreachable         502       connect failed or refused
     │   ├── UpstreamAuthFailed          502       the provider refused *our* key
@@ -34,12 +38,16 @@ import orjson
 __all__ = [
     "ArbstrError",
     "ClientError",
+    "DeadlineExceeded",
     "InternalError",
     "MethodNotAllowed",
     "ModelNotFound",
+    "NoHealthyProvider",
+    "Overloaded",
     "RateLimited",
     "RequestTooLarge",
     "RouteNotFound",
+    "Unavailable",
     "UpstreamAuthFailed",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -72,12 +80,20 @@ class ArbstrError(Exception):
         self.param = param
         self.code = code if code is not None else self.default_code
         self.headers = tuple(headers)
+        self.details: dict[str, Any] = {}
+        """Extra members of the error object (``attempts``), beyond the four OpenAI keys."""
 
     def status_code(self) -> int:
         return self.status
 
+    def add_headers(self, *headers: Header) -> None:
+        self.headers = (*self.headers, *headers)
+
     def error_object(self) -> dict[str, Any]:
-        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        if self.details:
+            error.update(self.details)
+        return error
 
     def envelope(self) -> bytes:
         return orjson.dumps({"error": self.error_object()})
@@ -117,6 +133,26 @@ class RateLimited(ArbstrError):
     default_code = "rate_limited"
 
 
+class Unavailable(ArbstrError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "unavailable"
+
+
+class NoHealthyProvider(Unavailable):
+    default_code = "no_healthy_provider"
+
+
+class Overloaded(Unavailable):
+    default_code = "overloaded"
+
+
+class DeadlineExceeded(ArbstrError):
+    status = 504
+    type = "timeout_error"
+    default_code = "deadline_exceeded"
+
+
 class UpstreamRejected(ArbstrError):
     """A provider answered with a 4xx that is the client's fault: pass it back as it was.
 
@@ -144,6 +180,7 @@ class UpstreamRejected(ArbstrError):
         error.setdefault("type", self.type)
         error.setdefault("param", None)
         error.setdefault("code", None)
+        error.update(self.details)
         return error
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 
@@ -22,6 +23,8 @@ class Exchange:
     client_headers: Sequence[Header]
     started_at: float = attrs.field(factory=trio.current_time)
     idempotency_key: str = ""
+    deadline: float = math.inf
+    """Monotonic time by which a provider must have answered."""
     client_gone: bool = False
     """The client disconnected before the answer was complete."""
 

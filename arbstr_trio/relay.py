@@ -46,6 +46,7 @@ def arbstr_headers(exchange: Exchange, answer: Answer) -> list[Header]:
     return [
         (b"x-arbstr-provider", answer.candidate.name.encode()),
         (b"x-arbstr-latency-ms", str(latency_ms).encode()),
+        *answer.metadata_headers(),
     ]
 
 
@@ -100,6 +101,7 @@ async def relay_stream(
             "code": "stream_truncated",
         }
     cost = answer_cost(answer, rewriter.usage)
+    answer.finish(ok=error is None, usage=rewriter.usage)
     if error is not None:
         await send({"type": "http.response.body", "body": rewriter.fail(error), "more_body": False})
         return Outcome(rewriter.usage, cost, completed=False, error=str(error.get("code")))
@@ -124,6 +126,9 @@ def _stream_metadata(exchange: Exchange, answer: Answer, cost: int | None) -> di
         "latency_ms": exchange.elapsed_ms(),
         "ttfb_ms": round((answer.headers_at - exchange.started_at) * 1000),
     }
+    retries = answer.metadata_headers()
+    if retries:
+        metadata["attempts"] = [record.describe() for record in answer.attempts]
     if cost is None:
         metadata["usage_missing"] = True
     return metadata

@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from arbstr_trio.admission import Admission
 from arbstr_trio.catalog import ModelCatalog
 from arbstr_trio.config.models import Config
 from arbstr_trio.engine import Engine
+from arbstr_trio.health.board import HealthBoard
 from arbstr_trio.upstream import Upstream
 
 __all__ = ["Runtime", "open_runtime"]
@@ -28,8 +30,10 @@ _CLOSE_TIMEOUT_S = 5.0
 class Runtime:
     config: Config
     upstream: Upstream
+    board: HealthBoard
     engine: Engine
     catalog: ModelCatalog
+    admission: Admission
     started_at: float = attrs.field(factory=time.time)
     """Wall-clock start, for ``/health``'s uptime."""
 
@@ -37,12 +41,17 @@ class Runtime:
 @asynccontextmanager
 async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     upstream = Upstream(config.upstream, idle_timeout_s=config.server.stream_idle_timeout_ms / 1000)
+    board = HealthBoard(config)
     try:
         yield Runtime(
             config=config,
             upstream=upstream,
-            engine=Engine(upstream, request_timeout_s=config.server.request_timeout_ms / 1000),
+            board=board,
+            engine=Engine(upstream, board, config),
             catalog=ModelCatalog(config.providers, upstream),
+            admission=Admission(
+                config.server.max_in_flight, config.server.admission_wait_ms / 1000
+            ),
         )
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):

@@ -10,9 +10,9 @@ this module knows httpx exists.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import certifi
 import httpx
@@ -33,6 +33,8 @@ from arbstr_trio.errors import (
 )
 
 __all__ = [
+    "ProviderClient",
+    "ProviderResponse",
     "Upstream",
     "UpstreamResponse",
     "error_for_status",
@@ -133,7 +135,7 @@ def map_transport_errors(provider: str) -> Iterator[None]:
 
 
 def error_for_status(
-    provider: str, status: int, headers: httpx.Headers, body: bytes
+    provider: str, status: int, headers: Mapping[str, str], body: bytes
 ) -> ArbstrError:
     """What a provider's non-success status means for our client.
 
@@ -185,6 +187,34 @@ def _describe(exc: Exception, fallback: str) -> str:
     return text[:200] if text else fallback
 
 
+class ProviderResponse(Protocol):
+    """What the engine needs of a provider's answer (a fake one, in engine tests)."""
+
+    provider: str
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read(self) -> bytes: ...
+
+    async def read_error_body(self) -> bytes: ...
+
+    async def next_chunk(self) -> bytes | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ProviderClient(Protocol):
+    """What the engine needs to reach providers: :class:`Upstream`, or a fake in tests."""
+
+    async def post(
+        self, provider: ProviderConfig, path: str, body: bytes, headers: list[Header]
+    ) -> ProviderResponse: ...
+
+
 class UpstreamResponse:
     """A provider's answer with its body still on the wire. Close it, always."""
 
@@ -200,7 +230,7 @@ class UpstreamResponse:
         return self._response.status_code
 
     @property
-    def headers(self) -> httpx.Headers:
+    def headers(self) -> Mapping[str, str]:
         return self._response.headers
 
     async def read(self) -> bytes:

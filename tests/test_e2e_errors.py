@@ -92,12 +92,14 @@ models = ["gpt-4o-mini"]
         assert error["type"] == "upstream_error"
 
 
-async def test_provider_5xx_is_502() -> None:
+async def test_every_provider_failing_is_502_listing_the_attempts() -> None:
     async with running_proxy(TWO_PROVIDERS) as started, http_client(started) as client:
-        error = assert_envelope(
-            await post(client, chat_body(), **{"x-mock": "status=503"}), 502, "upstream_http_503"
-        )
-        assert "'alpha'" in error["message"]
+        response = await post(client, chat_body(), **{"x-mock": "status=503"})
+        error = assert_envelope(response, 502, "upstream_http_503")
+        assert error["message"].startswith("provider 'beta' failed with HTTP 503; attempts: ")
+        assert "alpha http_503, alpha http_503, beta http_503, beta http_503" in error["message"]
+        assert [a["provider"] for a in error["attempts"]] == ["alpha", "alpha", "beta", "beta"]
+        assert response.headers["x-arbstr-retries"] == "2/alpha, 2/beta"
 
 
 async def test_provider_4xx_for_the_clients_mistake_is_passed_back() -> None:
@@ -110,10 +112,11 @@ async def test_provider_4xx_for_the_clients_mistake_is_passed_back() -> None:
 
 async def test_provider_refusing_our_key_is_502_not_401() -> None:
     async with running_proxy(TWO_PROVIDERS) as started, http_client(started) as client:
-        error = assert_envelope(
-            await post(client, chat_body(), **{"x-mock": "status=401"}), 502, "upstream_auth_failed"
-        )
-        assert "ARBSTR_ALPHA_API_KEY" in error["message"]
+        response = await post(client, chat_body(), **{"x-mock": "status=401"})
+        error = assert_envelope(response, 502, "upstream_auth_failed")
+        assert "ARBSTR_BETA_API_KEY" in error["message"]
+        # A refused key is not retried on the same provider: one attempt each.
+        assert response.headers["x-arbstr-retries"] == "1/alpha, 1/beta"
 
 
 async def test_provider_rate_limit_is_429_with_retry_after() -> None:
@@ -176,8 +179,9 @@ async def test_provider_slower_than_the_deadline_is_504() -> None:
         start = trio.current_time()
         response = await post(client, chat_body(), **{"x-mock": "latency_ms=5000"})
         elapsed = trio.current_time() - start
-        error = assert_envelope(response, 504, "upstream_timeout")
-        assert "300 ms" in error["message"]
+        error = assert_envelope(response, 504, "deadline_exceeded")
+        assert "300 ms deadline" in error["message"]
+        assert [a["outcome"] for a in error["attempts"]] == ["cancelled"]
         assert elapsed < 2.0
         # The abandoned upstream request was cancelled, its connection closed.
         with trio.fail_after(5):

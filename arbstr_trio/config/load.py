@@ -41,6 +41,8 @@ from arbstr_trio.config.models import (
     Config,
     HttpUrl,
     ListenAddress,
+    NonNegativeInt,
+    Percent,
     PositiveInt,
     Rate,
 )
@@ -226,6 +228,20 @@ def _structure_positive_int(value: object, _type: object) -> PositiveInt:
     return PositiveInt(number)
 
 
+def _structure_non_negative_int(value: object, _type: object) -> NonNegativeInt:
+    number = _check_int(value, _type)
+    if number < 0:
+        raise _Invalid("must be >= 0")
+    return NonNegativeInt(number)
+
+
+def _structure_percent(value: object, _type: object) -> Percent:
+    number = float(_check_number(value, _type))
+    if not 0 <= number <= 100:
+        raise _Invalid("must be from 0 to 100")
+    return Percent(number)
+
+
 def _structure_url(value: object, _type: object) -> HttpUrl:
     text = _check_str(value, _type)
     parsed = urllib.parse.urlsplit(text)
@@ -298,6 +314,8 @@ def _build_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _strict(bool, "true or false"))
     converter.register_structure_hook(Rate, _structure_rate)
     converter.register_structure_hook(PositiveInt, _structure_positive_int)
+    converter.register_structure_hook(NonNegativeInt, _structure_non_negative_int)
+    converter.register_structure_hook(Percent, _structure_percent)
     converter.register_structure_hook(HttpUrl, _structure_url)
     converter.register_structure_hook(ListenAddress, _structure_listen)
     converter.register_structure_hook(ApiKey, _structure_api_key)
@@ -362,6 +380,8 @@ def _cross_checks(config: Config) -> list[str]:
             )
         else:
             first_seen[provider.name] = index
+    if config.retry.backoff_max_ms < config.retry.backoff_base_ms:
+        problems.append("$.retry.backoff_max_ms: must be >= backoff_base_ms")
     rule_names: dict[str, int] = {}
     for index, rule in enumerate(config.policies.rules):
         if rule.name in rule_names:

@@ -19,17 +19,22 @@ from arbstr_trio.config.apikey import ApiKey, KeySource
 from arbstr_trio.mock.behaviour import MockBehaviour
 
 __all__ = [
+    "BreakerConfig",
     "Config",
     "DatabaseConfig",
     "HttpUrl",
     "ListenAddress",
     "LogLevel",
     "LoggingConfig",
+    "NonNegativeInt",
+    "Percent",
     "PoliciesConfig",
     "PolicyRule",
     "PositiveInt",
     "ProviderConfig",
     "Rate",
+    "RateLimitConfig",
+    "RetryConfig",
     "RoutingConfig",
     "ServerConfig",
     "Strategy",
@@ -43,6 +48,10 @@ HttpUrl = NewType("HttpUrl", str)
 """An ``http://`` or ``https://`` URL with a host, without a trailing slash."""
 PositiveInt = NewType("PositiveInt", int)
 """An integer >= 1."""
+NonNegativeInt = NewType("NonNegativeInt", int)
+"""An integer >= 0."""
+Percent = NewType("Percent", float)
+"""A number from 0 to 100."""
 
 _FREE = Rate(Decimal(0))
 
@@ -91,6 +100,10 @@ class ServerConfig:
     """Longest silence tolerated between two chunks of a stream."""
     graceful_shutdown_ms: PositiveInt = PositiveInt(10_000)
     """On SIGINT/SIGTERM, how long in-flight requests may take to finish."""
+    max_in_flight: PositiveInt = PositiveInt(1024)
+    """Chat requests served at once; more wait for a slot."""
+    admission_wait_ms: NonNegativeInt = NonNegativeInt(1_000)
+    """How long a request waits for a slot before 503 ``overloaded``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +125,10 @@ class ProviderConfig:
     output_rate: Rate = _FREE
     base_fee: Rate = _FREE
     tier: Tier = Tier.STANDARD
+    requests_per_minute: PositiveInt | None = None
+    requests_per_day: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+    max_concurrent: PositiveInt | None = None
     mock: MockBehaviour | None = None
     """How ``--mock`` answers for this provider; ignored without ``--mock``."""
 
@@ -154,6 +171,34 @@ class RoutingConfig:
 
 
 @attrs.frozen(kw_only=True)
+class RetryConfig:
+    max_attempts_per_provider: PositiveInt = PositiveInt(2)
+    """Attempts on one provider for one request (1: no retry on the same provider)."""
+    backoff_base_ms: NonNegativeInt = NonNegativeInt(100)
+    backoff_max_ms: NonNegativeInt = NonNegativeInt(2_000)
+    budget_percent: Percent = Percent(20.0)
+    """Retries in flight at most this share of requests in flight (Envoy's retry budget)."""
+    min_retry_concurrency: NonNegativeInt = NonNegativeInt(3)
+    """Retries always allowed in flight, however few requests there are."""
+    hedge_after_ms: PositiveInt | None = None
+    """Start the next candidate too if the first has not answered by then."""
+
+
+@attrs.frozen(kw_only=True)
+class BreakerConfig:
+    failure_threshold: PositiveInt = PositiveInt(5)
+    """Consecutive failures that open a provider's breaker."""
+    open_ms: PositiveInt = PositiveInt(30_000)
+    """How long it stays open before one probe request is let through."""
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitConfig:
+    default_cooldown_ms: PositiveInt = PositiveInt(30_000)
+    """Cooldown after a 429 that says nothing of when to come back."""
+
+
+@attrs.frozen(kw_only=True)
 class UpstreamConfig:
     ca_bundle: str | None = None
     """PEM file of extra certificate authorities to trust for https providers."""
@@ -172,6 +217,9 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     routing: RoutingConfig = RoutingConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    ratelimit: RateLimitConfig = RateLimitConfig()
 
     def provider(self, name: str) -> ProviderConfig:
         for provider in self.providers:

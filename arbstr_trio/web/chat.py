@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 
 from arbstr_trio.chat_request import ChatRequest, parse_chat_request
+from arbstr_trio.errors import ClientError
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import format_sats
 from arbstr_trio.relay import Outcome, relay_completion, relay_stream
 from arbstr_trio.routing import rank_candidates
 from arbstr_trio.runtime import Runtime
-from arbstr_trio.web.asgi import Receive, ResponseSend, Scope, read_body, run_until_disconnect
+from arbstr_trio.web.asgi import (
+    Receive,
+    ResponseSend,
+    Scope,
+    header_value,
+    read_body,
+    run_until_disconnect,
+)
 
 __all__ = ["chat_completions"]
 
@@ -18,6 +26,29 @@ log = logging.getLogger("arbstr_trio.requests")
 
 
 async def chat_completions(
+    runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
+) -> None:
+    timeout_ms = _timeout_ms(scope, runtime.config.server.request_timeout_ms)
+    exchange.deadline = exchange.started_at + timeout_ms / 1000
+    async with runtime.admission.slot():
+        await _serve(runtime, scope, receive, send, exchange)
+
+
+def _timeout_ms(scope: Scope, configured_ms: int) -> int:
+    """The configured deadline, or the client's ``x-arbstr-deadline-ms`` if shorter."""
+    value = header_value(scope, b"x-arbstr-deadline-ms")
+    if value is None:
+        return configured_ms
+    if not value.isdigit() or int(value) < 1:
+        raise ClientError(
+            "x-arbstr-deadline-ms must be a whole number of milliseconds >= 1",
+            param="x-arbstr-deadline-ms",
+            code="invalid_header",
+        )
+    return min(configured_ms, int(value))
+
+
+async def _serve(
     runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
 ) -> None:
     config = runtime.config

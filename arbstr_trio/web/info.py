@@ -37,13 +37,30 @@ async def list_models(
 async def health(
     runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
 ) -> None:
+    """The state as of this moment, computed now, not as of the last request.
+
+    ``ok``: every breaker closed and no cooldown; ``degraded``: something is open or
+    cooling down but a provider can still be tried; ``unhealthy`` (HTTP 503, for load
+    balancers): no provider can be tried.
+    """
+    providers = runtime.board.snapshot(runtime.config.providers)
+    usable = [p for p in providers if p["breaker"] != "open"]
+    if not usable:
+        status = "unhealthy"
+    elif len(usable) == len(providers) and not any(
+        p["cooldowns"] or p["breaker"] != "closed" for p in providers
+    ):
+        status = "ok"
+    else:
+        status = "degraded"
     document = {
-        "status": "ok",
+        "status": status,
         "version": __version__,
         "uptime_s": round(time.time() - runtime.started_at, 3),
-        "providers": len(runtime.config.providers),
+        "in_flight": runtime.admission.in_flight,
+        "providers": providers,
     }
-    await send_json(send, 200, (), document)
+    await send_json(send, 503 if status == "unhealthy" else 200, (), document)
 
 
 async def list_providers(

@@ -1,0 +1,50 @@
+"""Overload protection: at most ``max_in_flight`` chat requests at once.
+
+Past the limit a request waits up to ``admission_wait_ms`` for a slot, then is told to
+come back later (503 ``overloaded`` with ``Retry-After`` and ``X-Backoff-Ms``) rather
+than joining an unbounded queue whose every member would miss its deadline anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from arbstr_trio.errors import Overloaded
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    def __init__(self, max_in_flight: int, wait_s: float) -> None:
+        self._slots = trio.CapacityLimiter(max_in_flight)
+        self._wait_s = wait_s
+
+    @property
+    def in_flight(self) -> int:
+        return self._slots.borrowed_tokens
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for the block; :class:`Overloaded` if none frees up in time."""
+        borrower = object()
+        with trio.move_on_after(self._wait_s) as waiting:
+            await self._slots.acquire_on_behalf_of(borrower)
+        if not waiting.cancelled_caught:
+            try:
+                yield
+            finally:
+                self._slots.release_on_behalf_of(borrower)
+            return
+        backoff_ms = max(1, round(self._wait_s * 1000))
+        raise Overloaded(
+            f"the proxy is serving {self._slots.total_tokens:.0f} requests, its limit "
+            "([server] max_in_flight); try again shortly",
+            headers=[
+                (b"retry-after", str(max(1, math.ceil(self._wait_s))).encode()),
+                (b"x-backoff-ms", str(backoff_ms).encode()),
+            ],
+        )

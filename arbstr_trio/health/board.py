@@ -1,0 +1,208 @@
+"""The proxy's view of every provider's health, and the permits attempts run under.
+
+An attempt may only start with a :class:`Permit`: it holds the breaker's ticket, a
+slot against the provider's manual limits, and the tokens it was counted for. The
+permit is settled exactly once, with what happened (success, failure, rate limited,
+the client's mistake, or abandoned), and that one call updates the breaker, the
+cooldowns and the limits together, so no outcome can leave a probe or a concurrency
+slot held. Settling also wakes anyone waiting for capacity.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from arbstr_trio.config.models import Config, ProviderConfig
+from arbstr_trio.health.breaker import BreakerState, CircuitBreaker, Ticket
+from arbstr_trio.health.ratelimits import ManualLimits, ModelLimits
+
+__all__ = ["BlockReason", "Blocked", "HealthBoard", "Permit", "Verdict"]
+
+
+class Verdict(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    """The provider is unwell: counts toward opening its breaker."""
+    RATE_LIMITED = "rate_limited"
+    """A 429: a cooldown, not ill health."""
+    CLIENT_ERROR = "client_error"
+    """The provider answered properly that the request was wrong: it is healthy."""
+    ABANDONED = "abandoned"
+    """Cancelled before any verdict (hedge lost, client gone, deadline)."""
+
+
+class BlockReason(enum.Enum):
+    BREAKER_OPEN = "breaker_open"
+    COOLDOWN = "cooldown"
+    RATE_LIMIT = "rate_limit"
+    BUSY = "busy"
+
+
+@attrs.frozen
+class Blocked:
+    provider: str
+    reason: BlockReason
+    until: float
+    """Monotonic time it may be tried again; ``inf`` when only a release will free it."""
+
+
+@attrs.define
+class Permit:
+    provider: str
+    model: str
+    tokens: int
+    ticket: Ticket
+    _board: HealthBoard
+    settled: bool = False
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Any response's ``x-ratelimit-*`` headers, success or not."""
+        self._board.model_limits(self.provider, self.model).observe(
+            headers, self._board.now(), self._board.wall_now()
+        )
+
+    def settle(
+        self,
+        verdict: Verdict,
+        *,
+        headers: Mapping[str, str] | None = None,
+        actual_tokens: int | None = None,
+    ) -> None:
+        """Record how the attempt ended. Later calls are ignored, so ``finally`` can settle
+        as abandoned whatever happened before."""
+        if self.settled:
+            return
+        self.settled = True
+        self._board.settle(self, verdict, headers or {}, actual_tokens)
+
+
+class HealthBoard:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.now = clock
+        self.wall_now = wall_clock
+        self._default_cooldown_s = config.ratelimit.default_cooldown_ms / 1000
+        self._breakers = {
+            p.name: CircuitBreaker(config.breaker.failure_threshold, config.breaker.open_ms / 1000)
+            for p in config.providers
+        }
+        self._manual = {p.name: _manual_limits(p) for p in config.providers}
+        self._models: dict[tuple[str, str], ModelLimits] = {}
+        self._capacity_freed = trio.Event()
+
+    def model_limits(self, provider: str, model: str) -> ModelLimits:
+        key = (provider, model)
+        limits = self._models.get(key)
+        if limits is None:
+            limits = self._models[key] = ModelLimits()
+        return limits
+
+    def acquire(self, provider: str, model: str, tokens: int) -> Permit | Blocked:
+        """A permit to try ``provider`` now, or why not and until when."""
+        now = self.now()
+        breaker = self._breakers[provider]
+        if breaker.state(now) is BreakerState.OPEN or (
+            breaker.state(now) is BreakerState.HALF_OPEN and breaker.probe_in_flight
+        ):
+            until = breaker.probe_at() or now
+            return Blocked(provider, BlockReason.BREAKER_OPEN, until if until > now else math.inf)
+        limits = self.model_limits(provider, model)
+        cooldown = limits.blocked_until(now, tokens)
+        if cooldown is not None:
+            reason = BlockReason.COOLDOWN if limits.cooling_down(now) else BlockReason.RATE_LIMIT
+            return Blocked(provider, reason, cooldown)
+        manual = self._manual[provider]
+        blocked = manual.blocked_until(now, tokens)
+        if blocked is not None:
+            reason = BlockReason.BUSY if math.isinf(blocked) else BlockReason.RATE_LIMIT
+            return Blocked(provider, reason, blocked)
+        ticket = breaker.acquire(now)
+        assert ticket is not None  # checked above: closed, or half-open with no probe out
+        manual.acquire(now, tokens)
+        limits.sent(now, tokens)
+        return Permit(provider, model, tokens, ticket, self)
+
+    def settle(
+        self,
+        permit: Permit,
+        verdict: Verdict,
+        headers: Mapping[str, str],
+        actual_tokens: int | None,
+    ) -> None:
+        now = self.now()
+        breaker = self._breakers[permit.provider]
+        if verdict in (Verdict.SUCCESS, Verdict.CLIENT_ERROR):
+            breaker.succeeded(permit.ticket, now)
+        elif verdict is Verdict.FAILURE:
+            breaker.failed(permit.ticket, now)
+        else:
+            breaker.abandoned(permit.ticket)
+        if verdict is Verdict.RATE_LIMITED:
+            self.model_limits(permit.provider, permit.model).rate_limited(
+                headers, now, self.wall_now(), self._default_cooldown_s
+            )
+        elif headers:
+            self.model_limits(permit.provider, permit.model).observe(headers, now, self.wall_now())
+        self._manual[permit.provider].release(now, permit.tokens, actual_tokens)
+        self._capacity_freed.set()
+        self._capacity_freed = trio.Event()
+
+    async def wait_for_capacity(self) -> None:
+        """Return at the next settled permit (the caller bounds the wait)."""
+        await self._capacity_freed.wait()
+
+    def breaker_state(self, provider: str) -> BreakerState:
+        return self._breakers[provider].state(self.now())
+
+    def snapshot(self, providers: Sequence[ProviderConfig]) -> list[dict[str, Any]]:
+        """Each provider's state as of now, for ``/health``: wall-clock times, seconds left."""
+        now, wall = self.now(), self.wall_now()
+
+        def wall_time(at: float) -> float:
+            return round(wall + (at - now), 3)
+
+        report = []
+        for provider in providers:
+            breaker = self._breakers[provider.name]
+            manual = self._manual[provider.name]
+            cooldowns = [
+                {"model": model, "seconds_left": round(limits.cooldown_until - now, 3)}
+                for (name, model), limits in sorted(self._models.items())
+                if name == provider.name and limits.cooling_down(now)
+            ]
+            probe_at = breaker.probe_at()
+            report.append(
+                {
+                    "name": provider.name,
+                    "breaker": breaker.state(now).value,
+                    "consecutive_failures": breaker.consecutive_failures,
+                    "opened_at": None
+                    if breaker.opened_at is None
+                    else wall_time(breaker.opened_at),
+                    "probe_at": None if probe_at is None else wall_time(probe_at),
+                    "cooldowns": cooldowns,
+                    "in_flight": manual.in_flight,
+                }
+            )
+        return report
+
+
+def _manual_limits(provider: ProviderConfig) -> ManualLimits:
+    return ManualLimits(
+        requests_per_minute=provider.requests_per_minute,
+        requests_per_day=provider.requests_per_day,
+        tokens_per_minute=provider.tokens_per_minute,
+        max_concurrent=provider.max_concurrent,
+    )
