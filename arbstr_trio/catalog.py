@@ -63,6 +63,8 @@ class ModelCatalog:
                 log.warning(
                     "model discovery for provider %r failed: %s", provider.name, exc.message
                 )
+            except Exception:  # a bug here must not take /v1/models down with it
+                log.exception("model discovery for provider %r failed", provider.name)
         self._discovered[provider.name] = (now, models)
 
 

@@ -197,7 +197,8 @@ def _os_error_text(exc: BaseException) -> str:
 
 
 def _announce(started: Started) -> None:
-    print(f"arbstr-trio {__version__} listening on {started.url}", flush=True)
+    # One write, so whoever reads our stdout gets the whole banner at once.
+    lines = [f"arbstr-trio {__version__} listening on {started.url}"]
     if started.mocks:
         mocks = ", ".join(f"{p.name} ({p.url})" for p in started.config.providers)
         model = (
@@ -205,13 +206,13 @@ def _announce(started: Started) -> None:
             if started.config.providers[0].models
             else "mock-model"
         )
-        print(f"  mock providers: {mocks}", flush=True)
         body = f'{{"model": "{model}", "messages": [{{"role": "user", "content": "hello"}}]}}'
-        print(
+        lines.append(f"  mock providers: {mocks}")
+        lines.append(
             f"  try: curl -s {started.url}/v1/chat/completions "
-            f"-H 'content-type: application/json' -d '{body}'",
-            flush=True,
+            f"-H 'content-type: application/json' -d '{body}'"
         )
+    print("\n".join(lines), flush=True)
 
 
 # --- check -----------------------------------------------------------------------------

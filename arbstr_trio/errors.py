@@ -112,6 +112,11 @@ class RequestTooLarge(ClientError):
     default_code = "request_too_large"
 
 
+class BodyTimeout(ClientError):
+    status = 408
+    default_code = "request_timeout"
+
+
 class ModelNotFound(ClientError):
     status = 404
     default_code = "model_not_found"

@@ -20,7 +20,7 @@ _CLIENT_ID_HEADERS = (b"x-request-id", b"x-correlation-id")
 @attrs.define
 class Exchange:
     request_id: str
-    client_headers: Sequence[Header]
+    client_headers: Sequence[Header] = attrs.field(repr=False)  # credentials among them
     started_at: float = attrs.field(factory=trio.current_time)
     idempotency_key: str = ""
     deadline: float = math.inf
@@ -33,6 +33,10 @@ class Exchange:
             self.idempotency_key = _client_idempotency_key(self.client_headers) or (
                 f"arbstr-{self.request_id}"
             )
+
+    def timeout_ms(self) -> int:
+        """The request's whole allowance, from arrival to its deadline."""
+        return round((self.deadline - self.started_at) * 1000)
 
     def elapsed_ms(self) -> int:
         return round((trio.current_time() - self.started_at) * 1000)

@@ -9,9 +9,11 @@ event and no ``[DONE]``, which every SDK reports as an error rather than a short
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
+import trio
 
 from arbstr_trio.engine import Answer
 from arbstr_trio.errors import UpstreamError
@@ -23,6 +25,8 @@ from arbstr_trio.stream_rewriter import StreamRewriter
 from arbstr_trio.web.asgi import Header, Send
 
 __all__ = ["Outcome", "relay_completion", "relay_stream"]
+
+_DRAIN_S = 0.5
 
 
 @attrs.define
@@ -41,8 +45,7 @@ def answer_cost(answer: Answer, usage: Usage | None) -> int | None:
     return cost_msat(provider_rates(answer.candidate.provider), usage)
 
 
-def arbstr_headers(exchange: Exchange, answer: Answer) -> list[Header]:
-    latency_ms = round((answer.headers_at - exchange.started_at) * 1000)
+def arbstr_headers(exchange: Exchange, answer: Answer, *, latency_ms: int) -> list[Header]:
     return [
         (b"x-arbstr-provider", answer.candidate.name.encode()),
         (b"x-arbstr-latency-ms", str(latency_ms).encode()),
@@ -56,7 +59,7 @@ async def relay_completion(send: Send, answer: Answer, exchange: Exchange) -> Ou
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(answer.body)).encode()),
-        *arbstr_headers(exchange, answer),
+        *arbstr_headers(exchange, answer, latency_ms=exchange.elapsed_ms()),
     ]
     if cost is None:
         headers.append((b"x-arbstr-usage-missing", b"true"))
@@ -76,7 +79,8 @@ async def relay_stream(
         (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no"),
         (b"x-arbstr-streaming", b"true"),
-        *arbstr_headers(exchange, answer),
+        # A stream's latency is its time to first byte: the rest is the provider's pace.
+        *arbstr_headers(exchange, answer, latency_ms=_ms(answer.headers_at - exchange.started_at)),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     decoder = SSEDecoder()
@@ -93,6 +97,8 @@ async def relay_stream(
             await _send_parts(send, rewriter.feed(decoder.flush()))
     except UpstreamError as exc:
         error = exc.error_object()
+    if error is None and rewriter.upstream_error is not None:
+        error = {"code": "upstream_error", **rewriter.upstream_error}  # already relayed
     if error is None and not rewriter.finished:
         error = {
             "message": f"provider {answer.candidate.name!r} ended the stream before it finished",
@@ -109,7 +115,20 @@ async def relay_stream(
     await send(
         {"type": "http.response.body", "body": rewriter.finish(metadata), "more_body": False}
     )
+    await _drain(answer)
     return Outcome(rewriter.usage, cost, completed=True)
+
+
+async def _drain(answer: Answer) -> None:
+    """Read what follows ``[DONE]`` (usually just the end of the body), briefly, so the
+    connection goes back to the pool instead of being closed half-read."""
+    with trio.move_on_after(_DRAIN_S), contextlib.suppress(UpstreamError):
+        while await answer.response.next_chunk() is not None:
+            pass
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 async def _send_parts(send: Send, parts: list[bytes]) -> None:
@@ -124,7 +143,7 @@ def _stream_metadata(exchange: Exchange, answer: Answer, cost: int | None) -> di
         "provider": answer.candidate.name,
         "cost_sats": None if cost is None else msat_to_sats(cost),
         "latency_ms": exchange.elapsed_ms(),
-        "ttfb_ms": round((answer.headers_at - exchange.started_at) * 1000),
+        "ttfb_ms": _ms(answer.headers_at - exchange.started_at),
     }
     retries = answer.metadata_headers()
     if retries:

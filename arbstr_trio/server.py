@@ -53,6 +53,14 @@ def hypercorn_config(config: Config) -> hypercorn.config.Config:
     # Longer than common clients' pool idle time, so a client never sends on a
     # connection the server has just closed.
     server.keep_alive_timeout = 75
+    # A request's head (line and headers) must fit here; the body limit is ours,
+    # [server] max_body_bytes, checked as it arrives.
+    server.h11_max_incomplete_size = 32 * 1024
+    server.h2_max_header_list_size = 32 * 1024
+    # read_timeout stays unset: Hypercorn applies it to every socket read, including
+    # while a long stream is being sent to a client with nothing more to say, so any
+    # value would cut off streams longer than it. Request bodies are bounded by the
+    # request's deadline instead.
     return server
 
 

@@ -99,7 +99,7 @@ class StreamRewriter:
             if "error" in chunk and not choices:
                 self.upstream_error = chunk["error"] if isinstance(chunk["error"], Mapping) else {}
                 out.append(event.raw)
-            elif isinstance(choices, list) and not choices and chunk.get("usage") is not None:
+            elif not choices and chunk.get("usage") is not None:  # [] or, from some, absent
                 if self._wants_usage:
                     self._usage_chunk = _Held(event.raw, chunk)
             elif isinstance(choices, list) and _has_finish_reason(choices):
@@ -111,11 +111,21 @@ class StreamRewriter:
         return out
 
     def finish(self, metadata: Mapping[str, Any]) -> bytes:
-        """The held chunks, the metadata on the last of them, and the one ``[DONE]``."""
+        """The held chunks, the metadata on the last of them, and the one ``[DONE]``.
+
+        A provider that ends with neither a finish chunk nor a usage chunk leaves no
+        chunk to carry the metadata; it is then not sent (the headers still are), since
+        a chunk of our own would have no choices and break the everyday client loop.
+        """
         return self._flush_held(metadata) + DONE
 
     def fail(self, error: Mapping[str, Any]) -> bytes:
-        """End a stream that broke: what was held, then an error event and no ``[DONE]``."""
+        """End a stream that broke: what was held, then an error event and no ``[DONE]``.
+
+        If the provider sent its own error event, the client already has it: one is enough.
+        """
+        if self.upstream_error is not None:
+            return self._flush_held(None)
         return self._flush_held(None) + error_event(error)
 
     def _flush_held(self, metadata: Mapping[str, Any] | None) -> bytes:

@@ -75,6 +75,7 @@ _NOT_FORWARDED = frozenset(
 )
 _CONTROL_PREFIX = b"x-arbstr-"
 _ERROR_BODY_LIMIT = 64 * 1024
+_BODY_LIMIT = 64 * 1024 * 1024
 
 
 def forward_headers(
@@ -112,7 +113,20 @@ def map_transport_errors(provider: str) -> Iterator[None]:
     """The one table from httpx's exceptions to ours."""
     try:
         yield
-    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+    except httpx.PoolTimeout as exc:
+        raise UpstreamUnreachable(
+            f"provider {provider!r} could not be reached: every pooled connection to it "
+            "stayed busy; raise [upstream] max_connections",
+            provider=provider,
+        ) from exc
+    except httpx.LocalProtocolError as exc:
+        # Never str(exc): h11 quotes the offending header, which may be the key.
+        raise UpstreamProtocolError(
+            f"the request to provider {provider!r} could not be sent: the HTTP library "
+            "refused a header or the body",
+            provider=provider,
+        ) from exc
+    except httpx.ConnectTimeout as exc:
         raise UpstreamUnreachable(
             f"provider {provider!r} could not be reached: {_describe(exc, 'connect timed out')}",
             provider=provider,
@@ -234,15 +248,35 @@ class UpstreamResponse:
         return self._response.headers
 
     async def read(self) -> bytes:
+        """The whole body, refused past ``_BODY_LIMIT`` (no completion comes near it)."""
+        declared = self._response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > _BODY_LIMIT:
+            raise self._too_large()
+        parts: list[bytes] = []
+        size = 0
         with map_transport_errors(self.provider):
-            return await self._response.aread()
+            async for part in self._response.aiter_bytes():
+                parts.append(part)
+                size += len(part)
+                if size > _BODY_LIMIT:
+                    raise self._too_large()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _too_large(self) -> UpstreamProtocolError:
+        return UpstreamProtocolError(
+            f"provider {self.provider!r} answered with a body over "
+            f"{_BODY_LIMIT // (1024 * 1024)} MiB",
+            provider=self.provider,
+        )
 
     async def read_error_body(self) -> bytes:
         """At most 64 KiB of an error answer: enough for any error envelope."""
         parts: list[bytes] = []
         size = 0
+        if self._chunks is None:
+            self._chunks = self._response.aiter_bytes()  # so aclose() closes it if we stop early
         with map_transport_errors(self.provider):
-            async for part in self._response.aiter_bytes():
+            async for part in self._chunks:
                 parts.append(part)
                 size += len(part)
                 if size >= _ERROR_BODY_LIMIT:
@@ -296,10 +330,10 @@ class Upstream:
         self, provider: ProviderConfig, path: str, body: bytes, headers: list[Header]
     ) -> UpstreamResponse:
         """Send a request and return as soon as the response headers are in."""
-        request = self._client.build_request(
-            "POST", provider.url + path, content=body, headers=headers
-        )
         with map_transport_errors(provider.name):
+            request = self._client.build_request(
+                "POST", provider.url + path, content=body, headers=headers
+            )
             response = await self._client.send(request, stream=True)
         return UpstreamResponse(response, provider.name)
 

@@ -154,6 +154,9 @@ def test_missing_required_keys() -> None:
         ("a.example/v1", "must be an http:// or https:// URL, got 'a.example/v1'"),
         ("http:///v1", "must be an http:// or https:// URL, got 'http:///v1'"),
         ("http://a.example/v1?x=1", "must be a base URL without query or fragment"),
+        ("https://user:pw@a.example/v1", "must not carry credentials; put the key in api_key"),
+        ("ftp://u:pw@a.example/v1", "must not carry credentials; put the key in api_key"),
+        ("https://a.example:99999/v1", "has a bad port: 'https://a.example:99999/v1'"),
     ],
 )
 def test_provider_url_must_be_http(url: str, message: str) -> None:
@@ -297,3 +300,25 @@ def test_unreadable_file(tmp_path: Path) -> None:
         "cannot read the file" in caught.value.problems[0]
     )
     assert "missing.toml" in caught.value.report()
+
+
+def test_provider_tables_must_be_an_array() -> None:
+    assert problems('providers = "abc"\n') == [
+        "$.providers: must be an array of tables, not a string"
+    ]
+
+
+@pytest.mark.parametrize("key", [" sk-leading", "sk-trailing ", "sk-has\\nnewline", "sk-\\u00e9"])
+def test_keys_that_cannot_be_sent_are_refused_without_being_shown(key: str) -> None:
+    text = f'[[providers]]\nname = "a"\nurl = "https://a.example/v1"\napi_key = "{key}"\n'
+    [message] = problems(text)
+    assert message.startswith("$.providers[0].api_key: must be printable characters")
+    assert key.strip() not in message
+    assert "sk-" not in message
+
+
+def test_ca_bundle_must_be_readable(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    assert problems(f'[upstream]\nca_bundle = "{missing}"\n') == [
+        f"$.upstream.ca_bundle: {str(missing)!r} is not a readable file"
+    ]

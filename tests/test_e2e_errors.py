@@ -198,3 +198,24 @@ async def test_a_bug_is_a_500_without_a_traceback(monkeypatch: pytest.MonkeyPatc
         error = assert_envelope(response, 500, "internal_error")
         assert "secret internal detail" not in response.text
         assert response.headers["x-arbstr-request-id"] in error["message"]
+
+
+async def test_a_body_slower_than_the_deadline_is_408() -> None:
+    async with running_proxy(TWO_PROVIDERS) as started:
+        host, port = started.url.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\ncontent-length: 100\r\n"
+                b"x-arbstr-deadline-ms: 200\r\n\r\n{"
+            )
+            received = b""
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in received or not received.endswith(b"}"):
+                    received += await stream.receive_some(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert b'"code":"request_timeout"' in body
+        assert b"200 ms deadline" in body
+        assert len(started.mocks["alpha"].received) == 0

@@ -115,6 +115,28 @@ def test_failure_ends_with_an_error_event_and_no_done() -> None:
     assert not rewriter.finished
 
 
+def test_usage_chunk_without_a_choices_key_is_still_the_usage_chunk() -> None:
+    stream = upstream_stream().replace(
+        chunk([], usage=USAGE), b"data: " + orjson.dumps({"id": "c1", "usage": USAGE}) + b"\n\n"
+    )
+    rewriter, out = run(stream, wants_usage=False)
+    assert rewriter.usage == Usage(11, 3)
+    assert all("usage" not in c for c in client_chunks(out) if c != "[DONE]")
+
+
+def test_the_providers_own_error_event_is_not_doubled() -> None:
+    decoder = SSEDecoder()
+    rewriter = StreamRewriter(client_wants_usage=False)
+    sent = rewriter.feed(
+        decoder.feed(chunk(delta("Hel")) + b'data: {"error": {"message": "overloaded"}}\n\n')
+    )
+    assert rewriter.upstream_error == {"message": "overloaded"}
+    tail = rewriter.fail({"message": "x", "type": "upstream_error", "param": None, "code": "x"})
+    assert b"".join(sent).count(b'"error"') == 1
+    assert b"error" not in tail
+    assert b"[DONE]" not in tail
+
+
 def test_several_choices_keep_their_order() -> None:
     two = [
         chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]),

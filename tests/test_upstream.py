@@ -8,10 +8,12 @@ import pytest
 from arbstr_trio.errors import (
     RateLimited,
     UpstreamAuthFailed,
+    UpstreamProtocolError,
     UpstreamRejected,
     UpstreamStatusError,
+    UpstreamUnreachable,
 )
-from arbstr_trio.upstream import error_for_status, forward_headers
+from arbstr_trio.upstream import error_for_status, forward_headers, map_transport_errors
 
 CLIENT_HEADERS = [
     (b"host", b"proxy.local"),
@@ -111,3 +113,16 @@ def test_provider_failures_are_502(status: int) -> None:
     assert isinstance(error, UpstreamStatusError)
     assert error.status_code() == 502
     assert error.code == f"upstream_http_{status}"
+
+
+def test_a_refused_header_is_reported_without_its_value() -> None:
+    with pytest.raises(UpstreamProtocolError) as caught, map_transport_errors("alpha"):
+        raise httpx.LocalProtocolError("Illegal header value b'Bearer sk-secret '")
+    assert "sk-secret" not in caught.value.message
+    assert "refused a header" in caught.value.message
+
+
+def test_an_exhausted_pool_says_so() -> None:
+    with pytest.raises(UpstreamUnreachable) as caught, map_transport_errors("alpha"):
+        raise httpx.PoolTimeout("")
+    assert "max_connections" in caught.value.message

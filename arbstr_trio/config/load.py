@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 import cattrs
+import cattrs.cols
 from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
@@ -139,6 +140,7 @@ def _resolve_secrets(
             provider["api_key"] = None
             continue
         if not isinstance(name, str):
+            provider.pop("api_key", None)  # never echoed back in a converter message
             continue  # reported by the converter as $.providers[i].name
         try:
             resolved = resolve_key(configured, name, environ)
@@ -146,11 +148,24 @@ def _resolve_secrets(
             problems.append(f"{path}: {exc}")
             provider["api_key"] = None  # reported once, here, not again by the converter
             continue
+        if resolved.key is not None and not _is_header_safe(resolved.key.reveal()):
+            # An HTTP library would refuse it later, quoting the value in its error.
+            problems.append(
+                f"{path}: must be printable characters with no spaces at either end "
+                f"(from {resolved.source.value}; the value is not shown)"
+            )
+            provider["api_key"] = None
+            continue
         if configured and "${" not in configured:
             warnings.append(_literal_key_warning(name, resolved))
         provider["api_key"] = resolved.key
         provider["key_source"] = resolved.source
     return problems
+
+
+def _is_header_safe(key: str) -> bool:
+    """Whether ``key`` can go in ``Authorization: Bearer <key>`` as it is."""
+    return bool(key) and key == key.strip() and all(" " <= c <= "~" for c in key)
 
 
 def _literal_key_warning(name: str, resolved: ResolvedKey) -> str:
@@ -245,10 +260,16 @@ def _structure_percent(value: object, _type: object) -> Percent:
 def _structure_url(value: object, _type: object) -> HttpUrl:
     text = _check_str(value, _type)
     parsed = urllib.parse.urlsplit(text)
+    if "@" in parsed.netloc:  # checked first: the messages below quote the URL
+        raise _Invalid("must not carry credentials; put the key in api_key")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise _Invalid(f"must be an http:// or https:// URL, got {text!r}")
     if parsed.query or parsed.fragment:
         raise _Invalid("must be a base URL without query or fragment")
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise _Invalid(f"has a bad port: {text!r}") from None
     return HttpUrl(text.rstrip("/"))
 
 
@@ -306,6 +327,28 @@ def _enum_hook(enum_type: type[enum.Enum]) -> Callable[[object, object], enum.En
     return structure
 
 
+def _is_table_array(type_: object) -> bool:
+    args = typing.get_args(type_)
+    return (
+        typing.get_origin(type_) is tuple
+        and len(args) == 2
+        and args[1] is Ellipsis
+        and args[0] is not str
+    )
+
+
+def _table_array_hook(type_: Any, converter: cattrs.Converter) -> Any:
+    """``[[providers]]`` and its kind: an array first, then each table in it."""
+    structure_items = cattrs.cols.homogenous_tuple_structure_factory(type_, converter)
+
+    def structure(value: object, _type: object) -> object:
+        if not isinstance(value, list):
+            raise _Invalid(f"must be an array of tables, not {_toml_type(value)}")
+        return structure_items(value, _type)
+
+    return structure
+
+
 def _build_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     converter.register_structure_hook(str, _check_str)
@@ -326,6 +369,7 @@ def _build_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(
         lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _enum_hook
     )
+    converter.register_structure_hook_factory(_is_table_array, _table_array_hook)
     return converter
 
 
@@ -380,6 +424,9 @@ def _cross_checks(config: Config) -> list[str]:
             )
         else:
             first_seen[provider.name] = index
+    ca_bundle = config.upstream.ca_bundle
+    if ca_bundle and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
+        problems.append(f"$.upstream.ca_bundle: {ca_bundle!r} is not a readable file")
     if config.retry.backoff_max_ms < config.retry.backoff_base_ms:
         problems.append("$.retry.backoff_max_ms: must be >= backoff_base_ms")
     rule_names: dict[str, int] = {}

@@ -9,6 +9,7 @@ responding), so this speaks HTTP itself, with h11 doing the parsing.
 
 from __future__ import annotations
 
+import logging
 import math
 import ssl
 from functools import partial
@@ -19,6 +20,8 @@ import trio
 from arbstr_trio.mock.provider import MockProvider, Reply
 
 __all__ = ["serve_mock"]
+
+log = logging.getLogger(__name__)
 
 _RECEIVE_SIZE = 65536
 _REQUEST_TIMEOUT_S = 60.0
@@ -48,28 +51,42 @@ async def serve_mock(
 
 
 async def _serve_connection(provider: MockProvider, stream: trio.abc.Stream) -> None:
-    connection = h11.Connection(h11.SERVER)
+    """Serve one connection; whatever goes wrong on it stays on it."""
     try:
-        while True:
-            with trio.move_on_after(_REQUEST_TIMEOUT_S):
-                received = await _read_request(stream, connection)
-            if received is None:
-                return
-            request, body = received
-            headers = {
-                name.decode().lower(): value.decode("latin-1") for name, value in request.headers
-            }
-            path = request.target.decode("latin-1").split("?", 1)[0]
-            reply = provider.reply(request.method.decode(), path, headers, body)
-            if not await _deliver(stream, connection, reply, provider):
-                return
-            if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
-                return
-            connection.start_next_cycle()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-        return
+        await _converse(provider, stream)
+    except Exception as exc:  # one bad connection must not stop the mock
+        if not _is_hangup(exc):
+            log.warning("mock %s: connection failed: %r", provider.name, exc)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _converse(provider: MockProvider, stream: trio.abc.Stream) -> None:
+    connection = h11.Connection(h11.SERVER)
+    while True:
+        received = None
+        with trio.move_on_after(_REQUEST_TIMEOUT_S):
+            received = await _read_request(stream, connection)
+        if received is None:
+            return  # the client closed, or sat idle past the timeout
+        request, body = received
+        headers = {
+            name.decode().lower(): value.decode("latin-1") for name, value in request.headers
+        }
+        path = request.target.decode("latin-1").split("?", 1)[0]
+        reply = provider.reply(request.method.decode(), path, headers, body)
+        if not await _deliver(stream, connection, reply, provider):
+            return
+        if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+            return
+        connection.start_next_cycle()
+
+
+def _is_hangup(exc: BaseException) -> bool:
+    """The client went away or spoke broken HTTP: routine for a server, not worth a log."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_hangup(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | h11.ProtocolError)
 
 
 async def _read_request(
@@ -101,7 +118,10 @@ async def _deliver(
 
         async def watch_for_hangup() -> None:
             while True:
-                data = await stream.receive_some(_RECEIVE_SIZE)
+                try:
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                except trio.BrokenResourceError:
+                    data = b""  # reset rather than closed: gone all the same
                 if not data:
                     provider.client_disconnected()
                     nursery.cancel_scope.cancel()

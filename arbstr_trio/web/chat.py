@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import trio
+
 from arbstr_trio.chat_request import ChatRequest, parse_chat_request
-from arbstr_trio.errors import ClientError
+from arbstr_trio.errors import BodyTimeout, ClientError
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import format_sats
 from arbstr_trio.relay import Outcome, relay_completion, relay_stream
@@ -52,7 +54,14 @@ async def _serve(
     runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
 ) -> None:
     config = runtime.config
-    request = parse_chat_request(await read_body(scope, receive, config.server.max_body_bytes))
+    body: bytes | None = None
+    with trio.move_on_at(exchange.deadline):  # a slow sender must not hold a slot forever
+        body = await read_body(scope, receive, config.server.max_body_bytes)
+    if body is None:
+        raise BodyTimeout(
+            f"the request body did not arrive within the {exchange.timeout_ms()} ms deadline"
+        )
+    request = parse_chat_request(body)
     candidates = rank_candidates(
         config.providers,
         request,
