@@ -31,20 +31,24 @@ class Admission:
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the block; :class:`Overloaded` if none frees up in time."""
         borrower = object()
-        with trio.move_on_after(self._wait_s) as waiting:
-            await self._slots.acquire_on_behalf_of(borrower)
-        if not waiting.cancelled_caught:
-            try:
-                yield
-            finally:
-                self._slots.release_on_behalf_of(borrower)
-            return
-        backoff_ms = max(1, round(self._wait_s * 1000))
-        raise Overloaded(
-            f"the proxy is serving {self._slots.total_tokens:.0f} requests, its limit "
-            "([server] max_in_flight); try again shortly",
-            headers=[
-                (b"retry-after", str(max(1, math.ceil(self._wait_s))).encode()),
-                (b"x-backoff-ms", str(backoff_ms).encode()),
-            ],
-        )
+        try:
+            # A free slot is taken at once, even with wait_s == 0 (a deadline of now
+            # would cancel the acquire before it tried).
+            self._slots.acquire_on_behalf_of_nowait(borrower)
+        except trio.WouldBlock:
+            with trio.move_on_after(self._wait_s) as waiting:
+                await self._slots.acquire_on_behalf_of(borrower)
+            if waiting.cancelled_caught:
+                backoff_ms = max(1, round(self._wait_s * 1000))
+                raise Overloaded(
+                    f"the proxy is serving {self._slots.total_tokens:.0f} requests, its limit "
+                    "([server] max_in_flight); try again shortly",
+                    headers=[
+                        (b"retry-after", str(max(1, math.ceil(self._wait_s))).encode()),
+                        (b"x-backoff-ms", str(backoff_ms).encode()),
+                    ],
+                ) from None
+        try:
+            yield
+        finally:
+            self._slots.release_on_behalf_of(borrower)

@@ -239,6 +239,11 @@ class _RequestRun:
         self.records: list[AttemptRecord] = []
         self.attempts: Counter[str] = Counter()
         self.excluded: set[str] = set()
+        """Not to be tried again for this request (a refused key, no retry budget)."""
+        self.rate_limited: set[str] = set()
+        """Answered 429 last: tried again, if at all, once its cooldown is over."""
+        self.backed_off: Counter[str] = Counter()
+        """Per provider, the attempt count the last backoff was slept for."""
         self.in_flight: set[str] = set()
         self.last_failure: _Failed | None = None
         self.blocked: list[Blocked] = []
@@ -322,21 +327,22 @@ class _RequestRun:
                     continue
                 if self.attempts[name] >= max_attempts:
                     continue
+                # Looked at first, so no backoff is slept for a provider that is shut anyway.
+                shut = self.engine.board.blocked(name, candidate.upstream_model, self.tokens)
+                if shut is not None:
+                    blocked.append(shut)
+                    continue
                 is_retry = self.attempts[name] > 0
                 if is_retry and (hedge or not budget.allows_retry()):
                     if not hedge:
                         self.excluded.add(name)
                     continue
-                if is_retry:
-                    retry_cfg = self.engine.config.retry
-                    await trio.sleep(
-                        backoff_s(
-                            self.attempts[name],
-                            retry_cfg.backoff_base_ms / 1000,
-                            retry_cfg.backoff_max_ms / 1000,
-                            self.engine.rng,
-                        )
-                    )
+                if is_retry and self.backed_off[name] < self.attempts[name]:
+                    # Once per retry (a wait for capacity may bring us back here), and
+                    # not after a 429: its cooldown, now over, was the wait.
+                    self.backed_off[name] = self.attempts[name]
+                    if name not in self.rate_limited:
+                        await trio.sleep(self._backoff_s(self.attempts[name]))
                 permit = self.engine.board.acquire(name, candidate.upstream_model, self.tokens)
                 if isinstance(permit, Blocked):
                     blocked.append(permit)
@@ -348,7 +354,9 @@ class _RequestRun:
                 return False
             waitable = [b for b in blocked if b.reason is not BlockReason.BREAKER_OPEN]
             soonest = min((b.until for b in waitable), default=math.inf)
-            if not waitable or (not math.isinf(soonest) and soonest > self.exchange.deadline):
+            # A full provider (``inf``) frees up whenever a permit is released.
+            on_release = any(math.isinf(b.until) for b in waitable)
+            if not waitable or (soonest > self.exchange.deadline and not on_release):
                 self.blocked = blocked
                 return False
             # Everything usable is cooling down or full: wait for the soonest recovery
@@ -382,6 +390,7 @@ class _RequestRun:
         send: trio.MemorySendChannel[_Result],
         is_retry: bool,
     ) -> None:
+        handed_over = False
         try:
             answer = await self._try(candidate, permit)
         except _Failed as failure:
@@ -403,16 +412,31 @@ class _RequestRun:
             self._record(record, "ok", 200, None)
             answer.attempts = self.records
             send.send_nowait(_Result(answer=answer))
+            # A stream's permit now belongs to its answer, settled when the stream ends.
+            handed_over = answer.permit is permit
         finally:
-            permit.settle(Verdict.ABANDONED)  # cancelled: no verdict (no-op otherwise)
+            if not handed_over:
+                permit.settle(Verdict.ABANDONED)  # cancelled: no verdict (no-op otherwise)
             self.in_flight.discard(candidate.name)
             if is_retry:
                 self.engine.budget.active_retries -= 1
 
     def _note_failure(self, provider: str, failure: _Failed) -> None:
         self.last_failure = failure
-        if failure.kind is Failure.NEXT_PROVIDER:
+        if failure.status == 429:
+            # Not excluded: its cooldown now blocks it, and if every candidate ends up
+            # cooling down, the request may wait for the first to recover.
+            self.rate_limited.add(provider)
+        elif failure.kind is Failure.NEXT_PROVIDER:
             self.excluded.add(provider)
+        else:
+            self.rate_limited.discard(provider)
+
+    def _backoff_s(self, retry: int) -> float:
+        config = self.engine.config.retry
+        return backoff_s(
+            retry, config.backoff_base_ms / 1000, config.backoff_max_ms / 1000, self.engine.rng
+        )
 
     @staticmethod
     def _record(record: AttemptRecord, outcome: str, status: int | None, error: str | None) -> None:
@@ -492,7 +516,7 @@ class _RequestRun:
         )
 
     def deadline_exceeded(self) -> ArbstrError:
-        timeout_ms = round((self.exchange.deadline - self.exchange.started_at) * 1000)
+        timeout_ms = self.exchange.timeout_ms()
         tried = _attempt_list(self.records) or "none"
         error = DeadlineExceeded(
             f"no provider answered within the {timeout_ms} ms deadline; attempts: {tried}"

@@ -41,7 +41,8 @@ def backoff_s(retry: int, base_s: float, max_s: float, rng: random.Random) -> fl
     Full jitter (a uniform draw up to the exponential cap) spreads the retries of many
     requests that failed together, rather than sending them back in one wave.
     """
-    cap = min(max_s, base_s * (2 ** (retry - 1)))
+    # 2.0**1024 overflows; every cap is reached long before.
+    cap = min(max_s, base_s * 2.0 ** min(retry - 1, 1023))
     return rng.uniform(0.0, cap)
 
 

@@ -61,6 +61,8 @@ class Permit:
     ticket: Ticket
     _board: HealthBoard
     settled: bool = False
+    acquired_at: float = attrs.field(kw_only=True)
+    """When the tokens were counted: a correction at settle goes to the same window bucket."""
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Any response's ``x-ratelimit-*`` headers, success or not."""
@@ -111,6 +113,18 @@ class HealthBoard:
 
     def acquire(self, provider: str, model: str, tokens: int) -> Permit | Blocked:
         """A permit to try ``provider`` now, or why not and until when."""
+        blocked = self.blocked(provider, model, tokens)
+        if blocked is not None:
+            return blocked
+        now = self.now()
+        ticket = self._breakers[provider].acquire(now)
+        assert ticket is not None  # checked by blocked(): closed, or half-open with no probe out
+        self._manual[provider].acquire(now, tokens)
+        self.model_limits(provider, model).sent(now, tokens)
+        return Permit(provider, model, tokens, ticket, self, acquired_at=now)
+
+    def blocked(self, provider: str, model: str, tokens: int) -> Blocked | None:
+        """Why ``provider`` cannot be tried now and until when, or ``None``; changes nothing."""
         now = self.now()
         breaker = self._breakers[provider]
         if breaker.state(now) is BreakerState.OPEN or (
@@ -128,11 +142,7 @@ class HealthBoard:
         if blocked is not None:
             reason = BlockReason.BUSY if math.isinf(blocked) else BlockReason.RATE_LIMIT
             return Blocked(provider, reason, blocked)
-        ticket = breaker.acquire(now)
-        assert ticket is not None  # checked above: closed, or half-open with no probe out
-        manual.acquire(now, tokens)
-        limits.sent(now, tokens)
-        return Permit(provider, model, tokens, ticket, self)
+        return None
 
     def settle(
         self,
@@ -155,7 +165,9 @@ class HealthBoard:
             )
         elif headers:
             self.model_limits(permit.provider, permit.model).observe(headers, now, self.wall_now())
-        self._manual[permit.provider].release(now, permit.tokens, actual_tokens)
+        self._manual[permit.provider].release(
+            now, permit.tokens, actual_tokens, acquired_at=permit.acquired_at
+        )
         self._capacity_freed.set()
         self._capacity_freed = trio.Event()
 

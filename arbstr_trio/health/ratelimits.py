@@ -18,7 +18,9 @@ after that only the monotonic clock counts.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import math
 import re
 from collections.abc import Mapping
 
@@ -37,8 +39,26 @@ _EPOCH_SECONDS_AFTER = 1e9  # larger plain numbers are timestamps, not durations
 _EPOCH_MS_AFTER = 1e12
 
 
+_LONGEST_WAIT_S = 86_400.0
+"""A provider's word is believed for a day at most: a typo'd or hostile header must not
+shut a provider for good."""
+
+
+def _at_most_a_day(seconds: float | None) -> float | None:
+    return None if seconds is None else min(seconds, _LONGEST_WAIT_S)
+
+
 def parse_retry_after(value: str | None, wall_now: float) -> float | None:
     """Seconds to wait from ``Retry-After`` (delay-seconds or HTTP-date); ``None`` if unusable."""
+    return _at_most_a_day(_parse_retry_after(value, wall_now))
+
+
+def parse_reset(value: str | None, wall_now: float) -> float | None:
+    """Seconds until an ``x-ratelimit-reset-*`` value: ``6m0s``, ``20ms``, ``1.5``, or an epoch."""
+    return _at_most_a_day(_parse_reset(value, wall_now))
+
+
+def _parse_retry_after(value: str | None, wall_now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
@@ -51,12 +71,13 @@ def parse_retry_after(value: str | None, wall_now: float) -> float | None:
             return None
         if when is None:  # pragma: no cover - older Pythons returned None
             return None
+        if when.tzinfo is None:  # "-0000" or no zone: HTTP-dates are GMT, not local time
+            when = when.replace(tzinfo=datetime.UTC)
         return max(0.0, when.timestamp() - wall_now)
-    return seconds if seconds >= 0 else None
+    return seconds if 0 <= seconds < math.inf else None  # not negative, inf or nan
 
 
-def parse_reset(value: str | None, wall_now: float) -> float | None:
-    """Seconds until an ``x-ratelimit-reset-*`` value: ``6m0s``, ``20ms``, ``1.5``, or an epoch."""
+def _parse_reset(value: str | None, wall_now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
@@ -67,8 +88,9 @@ def parse_reset(value: str | None, wall_now: float) -> float | None:
         if not parts or "".join(a + u for a, u in parts) != value:
             return None
         scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-        return sum(float(amount) * scale[unit] for amount, unit in parts)
-    if number < 0:
+        total = sum(float(amount) * scale[unit] for amount, unit in parts)
+        return total if total < math.inf else None
+    if not 0 <= number < math.inf:  # negative, inf or nan
         return None
     if number >= _EPOCH_MS_AFTER:
         return max(0.0, number / 1000 - wall_now)
@@ -82,7 +104,7 @@ def _count(value: str | None) -> int | None:
         return None
     try:
         return max(0, int(float(value.strip())))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf"
         return None
 
 
@@ -175,18 +197,29 @@ class WindowCounter:
         bucket = int(now / self._bucket_s)
         self._counts[bucket] = self._counts.get(bucket, 0) + amount
 
+    def correct(self, at: float, now: float, amount: int) -> None:
+        """Adjust what was added at ``at``, in its own bucket, so the correction leaves the
+        window with it; nothing if that bucket has already left."""
+        self._expire(now)
+        bucket = int(at / self._bucket_s)
+        if bucket in self._counts:
+            self._counts[bucket] += amount
+
     def frees_at(self, now: float, needed: int, limit: int) -> float | None:
         """When ``needed`` more fits under ``limit``; ``None`` if it fits now."""
         self._expire(now)
         total = sum(self._counts.values())
-        if total + needed <= limit:
+        # More than the whole limit goes alone, into an empty window: the provider is the
+        # judge of a request that large, and refusing it here would refuse it forever.
+        if total + needed <= limit or total <= 0:
             return None
+        frees_at = now
         for bucket in sorted(self._counts):
             total -= self._counts[bucket]
+            frees_at = (bucket + self.buckets) * self._bucket_s
             if total + needed <= limit:
-                return (bucket + self.buckets) * self._bucket_s
-        # Larger than the whole limit: never fits; report the end of the window.
-        return now + self.window_s
+                break
+        return frees_at
 
 
 @attrs.define
@@ -224,7 +257,9 @@ class ManualLimits:
         self._day.add(now, 1)
         self._tokens.add(now, tokens)
 
-    def release(self, now: float, estimated_tokens: int, actual_tokens: int | None) -> None:
+    def release(
+        self, now: float, estimated_tokens: int, actual_tokens: int | None, *, acquired_at: float
+    ) -> None:
         self.in_flight -= 1
         if actual_tokens is not None and actual_tokens != estimated_tokens:
-            self._tokens.add(now, actual_tokens - estimated_tokens)
+            self._tokens.correct(acquired_at, now, actual_tokens - estimated_tokens)
