@@ -13,6 +13,7 @@ import os
 from contextlib import AbstractAsyncContextManager
 
 from arbstr_trio.config.load import load_config
+from arbstr_trio.hypercorn_shim import close_connections_their_clients_closed
 from arbstr_trio.logs import configure_logging
 from arbstr_trio.runtime import Runtime, open_runtime
 from arbstr_trio.web.app import App
@@ -33,4 +34,5 @@ def _open_from_environment() -> AbstractAsyncContextManager[Runtime]:
     return open_runtime(loaded.config)
 
 
+close_connections_their_clients_closed()  # this module is imported in Hypercorn's worker
 app = App(runtime_factory=_open_from_environment)

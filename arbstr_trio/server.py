@@ -23,9 +23,10 @@ import hypercorn.typing
 import trio
 
 from arbstr_trio.config.models import Config
+from arbstr_trio.hypercorn_shim import close_connections_their_clients_closed
 from arbstr_trio.mock.fleet import start_mock_fleet
 from arbstr_trio.mock.provider import MockProvider
-from arbstr_trio.runtime import open_runtime
+from arbstr_trio.runtime import Runtime, open_runtime
 from arbstr_trio.web.app import App
 
 __all__ = ["Started", "hypercorn_config", "serve", "watch_signals"]
@@ -41,6 +42,8 @@ class Started:
     config: Config
     """The configuration in effect (with ``--mock``, pointed at the mocks)."""
     mocks: dict[str, MockProvider]
+    runtime: Runtime
+    """What serves requests: the engine, the health board, the upstream client."""
 
 
 def hypercorn_config(config: Config) -> hypercorn.config.Config:
@@ -72,6 +75,7 @@ async def serve(
     task_status: trio.TaskStatus[Started] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the proxy until ``shutdown_trigger`` returns, then shut down gracefully."""
+    close_connections_their_clients_closed()
     async with trio.open_nursery() as mocks_nursery:
         mocks: dict[str, MockProvider] = {}
         if mock:
@@ -86,7 +90,7 @@ async def serve(
                     shutdown_trigger=shutdown_trigger,
                 )
             )
-            task_status.started(Started(binds[0], config, mocks))
+            task_status.started(Started(binds[0], config, mocks, runtime))
         mocks_nursery.cancel_scope.cancel()
 
 

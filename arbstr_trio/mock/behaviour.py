@@ -38,7 +38,12 @@ class MockBehaviour:
     """Content chunks in a streamed answer; also the completion token count."""
     chunk_delay_ms: int = attrs.field(default=0, validator=_non_negative)
     """Pause between streamed chunks."""
-    status: int | None = None
+    status: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.ge(200), attrs.validators.le(599)]  # what HTTP/1.1 can answer
+        ),
+    )
     """Answer with this HTTP status and an OpenAI error body instead of a completion."""
     retry_after: str | None = None
     """``Retry-After`` value sent with a fault status (seconds or an HTTP-date)."""
@@ -57,6 +62,11 @@ class MockBehaviour:
     )
     fault_rate: float = attrs.field(default=1.0, validator=_non_negative)
     """Share of requests the fault (status, drop, stall) applies to, from 0 to 1."""
+    fault_count: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_non_negative)
+    )
+    """Inject the fault into at most this many requests, counted over the provider's
+    life, then answer normally: ``status=503; fault_count=1`` fails once, then succeeds."""
     line_ending: LineEnding = LineEnding.LF
     data_space: bool = True
     """``data: {...}`` when true, ``data:{...}`` when false (both are valid SSE)."""

@@ -80,6 +80,8 @@ class MockProvider:
         self.disconnects = 0
         """Responses the client walked away from before they were complete."""
         self._disconnected = trio.Event()
+        self.faults = 0
+        """Requests a fault (status, drop, stall) was injected into, for ``fault_count``."""
         self._rng = rng or random.Random()
         self._scoped_header = "x-mock-" + "".join(c if c.isalnum() else "-" for c in name.lower())
 
@@ -118,6 +120,10 @@ class MockProvider:
                 400, f"mock {self.name}: 'messages' is required", "invalid_request_error"
             )
         faulty = behaviour.has_fault and self._rng.random() < behaviour.fault_rate
+        if faulty and behaviour.fault_count is not None:
+            faulty = self.faults < behaviour.fault_count
+        if faulty:
+            self.faults += 1
         if faulty and behaviour.status is not None:
             return self._fault_status(behaviour)
         reply = self._completion(request, behaviour)
