@@ -28,15 +28,19 @@ class Admission:
         return self._slots.borrowed_tokens
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot for the block; :class:`Overloaded` if none frees up in time."""
+    async def slot(self, deadline: float = math.inf) -> AsyncIterator[None]:
+        """Hold a slot for the block; :class:`Overloaded` if none frees up in time.
+
+        The wait ends at ``admission_wait_ms`` or at the request's ``deadline``, whichever
+        comes first: a request must not reach its providers with no time left to use.
+        """
         borrower = object()
         try:
             # A free slot is taken at once, even with wait_s == 0 (a deadline of now
             # would cancel the acquire before it tried).
             self._slots.acquire_on_behalf_of_nowait(borrower)
         except trio.WouldBlock:
-            with trio.move_on_after(self._wait_s) as waiting:
+            with trio.move_on_at(min(trio.current_time() + self._wait_s, deadline)) as waiting:
                 await self._slots.acquire_on_behalf_of(borrower)
             if waiting.cancelled_caught:
                 backoff_ms = max(1, round(self._wait_s * 1000))

@@ -8,6 +8,7 @@ serialised again, with every field the client sent, known to us or not, kept.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,11 +48,15 @@ class ChatRequest:
             body["stream_options"] = options
         return orjson.dumps(body)
 
+    @functools.cached_property
+    def prompt_tokens(self) -> int:
+        """The prompt's estimated tokens: counted once, asked for by routing and the engine."""
+        return estimate_prompt_tokens(self.body["messages"], self.body.get("tools"))
+
     def expected_tokens(self, default_completion_tokens: int) -> tuple[int, int]:
         """(prompt, completion) tokens this request is expected to use, for ranking."""
-        prompt = estimate_prompt_tokens(self.body["messages"], self.body.get("tools"))
         completion = self.max_completion_tokens or default_completion_tokens
-        return prompt, completion * self.choices
+        return self.prompt_tokens, completion * self.choices
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:

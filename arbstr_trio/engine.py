@@ -50,6 +50,8 @@ from arbstr_trio.errors import (
     RateLimited,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamTimeout,
 )
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.health.board import Blocked, BlockReason, HealthBoard, Permit, Verdict
@@ -211,10 +213,11 @@ class Engine:
         run = _RequestRun(self, request, candidates, exchange)
         self.budget.active_requests += 1
         try:
-            with trio.CancelScope(deadline=exchange.deadline):
-                return await run.race()
+            with trio.CancelScope(deadline=exchange.deadline) as deadline:
+                return await run.race(deadline)
         finally:
             self.budget.active_requests -= 1
+        assert deadline.cancelled_caught  # the only way out of the block without an answer
         raise run.deadline_exceeded()
 
 
@@ -250,14 +253,21 @@ class _RequestRun:
 
     # --- the loop ------------------------------------------------------------------
 
-    async def race(self) -> Answer:
+    async def race(self, deadline: trio.CancelScope) -> Answer:
         send, receive = trio.open_memory_channel[_Result](math.inf)
         winner: Answer | None = None
         final: ArbstrError | None = None
         try:
             async with trio.open_nursery() as nursery:
                 winner, final = await self._drive(nursery, send, receive)
+                if winner is not None:
+                    # The answer is in: the losers' (bounded) cleanup must not cost it.
+                    deadline.deadline = math.inf
                 nursery.cancel_scope.cancel()
+        except BaseException:
+            if winner is not None:  # the client left while the losers were cleaned up
+                await winner.aclose()
+            raise
         finally:
             self._mark_unfinished("hedge_lost" if winner is not None else "cancelled")
             send.close()
@@ -273,7 +283,8 @@ class _RequestRun:
         if winner is not None:
             return winner
         assert final is not None
-        if len(self.records) > 1:
+        if len(self.records) > 1 and not isinstance(final, UpstreamRejected):
+            # A provider's own 4xx stays in its words; the attempts are in the details.
             final.message += "; attempts: " + _attempt_list(self.records)
         raise self._with_attempts(final)
 
@@ -301,7 +312,7 @@ class _RequestRun:
                 return result.answer, None
             failure = result.failure
             assert failure is not None
-            if failure.kind is Failure.CLIENT:
+            if failure.kind in (Failure.CLIENT, Failure.OURS):
                 return None, failure.error
             hedge_at = math.inf  # after a failure, fallback decides what runs next
             if running:
@@ -318,37 +329,30 @@ class _RequestRun:
         A hedge never waits or retries: it is an extra, taken only if it is there now.
         """
         max_attempts = self.engine.config.retry.max_attempts_per_provider
-        budget = self.engine.budget
         while True:
             blocked: list[Blocked] = []
-            for candidate in self.candidates:
+            for candidate in self._in_preference_order():
                 name = candidate.name
                 if name in self.excluded or name in self.in_flight:
                     continue
                 if self.attempts[name] >= max_attempts:
                     continue
+                if self.attempts[name] == 0:
+                    permit = self.engine.board.acquire(name, candidate.upstream_model, self.tokens)
+                    if isinstance(permit, Blocked):
+                        blocked.append(permit)
+                        continue
+                    self._start(nursery, send, candidate, permit, is_retry=False, hedge=hedge)
+                    return True
+                if hedge:
+                    continue  # a hedge is an extra: it never retries
                 # Looked at first, so no backoff is slept for a provider that is shut anyway.
                 shut = self.engine.board.blocked(name, candidate.upstream_model, self.tokens)
                 if shut is not None:
                     blocked.append(shut)
                     continue
-                is_retry = self.attempts[name] > 0
-                if is_retry and (hedge or not budget.allows_retry()):
-                    if not hedge:
-                        self.excluded.add(name)
-                    continue
-                if is_retry and self.backed_off[name] < self.attempts[name]:
-                    # Once per retry (a wait for capacity may bring us back here), and
-                    # not after a 429: its cooldown, now over, was the wait.
-                    self.backed_off[name] = self.attempts[name]
-                    if name not in self.rate_limited:
-                        await trio.sleep(self._backoff_s(self.attempts[name]))
-                permit = self.engine.board.acquire(name, candidate.upstream_model, self.tokens)
-                if isinstance(permit, Blocked):
-                    blocked.append(permit)
-                    continue
-                self._start(nursery, send, candidate, permit, is_retry=is_retry, hedge=hedge)
-                return True
+                if await self._retry(nursery, send, candidate, blocked):
+                    return True
             if hedge or not blocked:
                 self.blocked = blocked
                 return False
@@ -364,6 +368,50 @@ class _RequestRun:
             with trio.move_on_at(soonest):
                 await self.engine.board.wait_for_capacity()
 
+    def _in_preference_order(self) -> list[Candidate]:
+        """The ranking, with providers that just answered 429 last: a 429 moves on."""
+        if not self.rate_limited:
+            return list(self.candidates)
+        return sorted(self.candidates, key=lambda c: c.name in self.rate_limited)
+
+    async def _retry(
+        self,
+        nursery: trio.Nursery,
+        send: trio.MemorySendChannel[_Result],
+        candidate: Candidate,
+        blocked: list[Blocked],
+    ) -> bool:
+        """Try ``candidate`` again after its backoff, if the budget and the deadline allow."""
+        name = candidate.name
+        budget = self.engine.budget
+        if not budget.allows_retry():
+            self.excluded.add(name)
+            return False
+        pause = 0.0
+        if self.backed_off[name] < self.attempts[name] and name not in self.rate_limited:
+            # Once per retry (a wait for capacity may bring us back here), and not after
+            # a 429: its cooldown, now over, was the wait.
+            pause = self._backoff_s(self.attempts[name])
+            if trio.current_time() + pause >= self.exchange.deadline:
+                self.excluded.add(name)  # the backoff alone would spend the deadline
+                return False
+        # Counted before the backoff, so a burst of failures cannot all pass the check.
+        budget.active_retries += 1
+        try:
+            if pause:
+                await trio.sleep(pause)
+            self.backed_off[name] = self.attempts[name]
+            permit = self.engine.board.acquire(name, candidate.upstream_model, self.tokens)
+        except BaseException:
+            budget.active_retries -= 1
+            raise
+        if isinstance(permit, Blocked):
+            budget.active_retries -= 1
+            blocked.append(permit)
+            return False
+        self._start(nursery, send, candidate, permit, is_retry=True, hedge=False)
+        return True
+
     def _start(
         self,
         nursery: trio.Nursery,
@@ -377,9 +425,7 @@ class _RequestRun:
         record = AttemptRecord(candidate.name, trio.current_time(), hedge=hedge)
         self.records.append(record)
         self.attempts[candidate.name] += 1
-        self.in_flight.add(candidate.name)
-        if is_retry:
-            self.engine.budget.active_retries += 1
+        self.in_flight.add(candidate.name)  # a retry's budget slot is already taken
         nursery.start_soon(self._attempt, candidate, permit, record, send, is_retry)
 
     async def _attempt(
@@ -406,7 +452,7 @@ class _RequestRun:
             error = InternalError(
                 f"internal error; report request id {self.exchange.request_id} with the proxy's log"
             )
-            bug = _Failed(Failure.CLIENT, error, Verdict.ABANDONED, "internal_error")
+            bug = _Failed(Failure.OURS, error, Verdict.ABANDONED, "internal_error")
             send.send_nowait(_Result(failure=bug))
         else:
             self._record(record, "ok", 200, None)
@@ -464,6 +510,24 @@ class _RequestRun:
             accept_stream=self.request.stream,
         )
         body = self.request.upstream_body(candidate.upstream_model)
+        timeout_ms = self.engine.config.retry.attempt_timeout_ms
+        with trio.move_on_after(math.inf if timeout_ms is None else timeout_ms / 1000):
+            return await self._send(candidate, permit, body, headers)
+        raise _Failed(
+            Failure.RETRY,
+            UpstreamTimeout(
+                f"provider {provider.name!r} did not answer within the {timeout_ms} ms "
+                "attempt timeout",
+                provider=provider.name,
+            ),
+            Verdict.FAILURE,
+            "timeout",
+        )
+
+    async def _send(
+        self, candidate: Candidate, permit: Permit, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> Answer:
+        provider = candidate.provider
         try:
             response = await self.engine.upstream.post(provider, "/chat/completions", body, headers)
         except UpstreamError as error:
@@ -478,7 +542,7 @@ class _RequestRun:
                 return Answer(candidate, response, headers_at, [], permit=permit, first_chunk=first)
             body = await response.read()
             usage = _usage_of_completion(body, provider.name)
-            await response.aclose()
+            await close_quietly(response)  # read whole: a failed close spoils nothing
             permit.settle(
                 Verdict.SUCCESS, actual_tokens=None if usage is None else usage.total_tokens
             )

@@ -145,8 +145,7 @@ def _stream_metadata(exchange: Exchange, answer: Answer, cost: int | None) -> di
         "latency_ms": exchange.elapsed_ms(),
         "ttfb_ms": _ms(answer.headers_at - exchange.started_at),
     }
-    retries = answer.metadata_headers()
-    if retries:
+    if len(answer.attempts) > 1:
         metadata["attempts"] = [record.describe() for record in answer.attempts]
     if cost is None:
         metadata["usage_missing"] = True

@@ -23,6 +23,8 @@ class Failure(enum.Enum):
     """This provider cannot serve it now (429, refused key): move on, do not retry it."""
     CLIENT = "client"
     """The request itself is wrong (other 4xx): no provider will do better; answer now."""
+    OURS = "ours"
+    """A bug in the proxy: no provider is to blame and none would do better; answer now."""
 
 
 def classify_status(status: int) -> Failure:

@@ -89,3 +89,19 @@ async def test_a_failing_request_gives_its_slot_back() -> None:
         async with admission.slot():
             raise ValueError("the handler failed")
     assert admission.in_flight == 0
+
+
+async def test_the_wait_ends_at_the_requests_deadline_if_that_comes_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    admission = Admission(max_in_flight=1, wait_s=1.5)
+    release = trio.Event()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hold, admission, release)
+            start = trio.current_time()
+            with pytest.raises(Overloaded):
+                async with admission.slot(deadline=start + 0.3):
+                    pytest.fail("admitted past max_in_flight")
+            assert trio.current_time() == start + 0.3
+            release.set()

@@ -9,6 +9,7 @@ handed out was closed.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from arbstr_trio.chat_request import parse_chat_request
 from arbstr_trio.config.models import Config, ProviderConfig
 from arbstr_trio.engine import Answer, Engine
 from arbstr_trio.errors import (
+    ArbstrError,
     DeadlineExceeded,
     NoHealthyProvider,
     RateLimited,
@@ -959,3 +961,110 @@ async def test_a_stream_broken_midway_counts_against_the_breaker(
         answer.finish(ok=False, usage=None)
         await answer.aclose()
     assert rig.board.breaker_state("alpha") is BreakerState.OPEN
+
+
+# --- found in review ----------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class SlowToClose(FakeResponse):
+    """A stalled stream whose connection takes a second to close."""
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(1.0)
+        self.closed = True
+
+
+async def test_the_winner_survives_the_deadline_passing_while_a_loser_is_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = make_rig(retry={"hedge_after_ms": 500})
+
+    async def stalled_and_slow_to_close(provider: str) -> FakeResponse:
+        await trio.lowlevel.checkpoint()
+        return SlowToClose(provider, 200, {"content-type": "text/event-stream"}, stall_body=True)
+
+    rig.upstream.script("alpha", stalled_and_slow_to_close)
+    rig.upstream.script("beta", after(0.2, event_stream(CHUNK)))
+    with trio.fail_after(GUARD_S):
+        answer = await rig.ask(stream=True, exchange=rig.exchange(timeout_s=1.0))
+    # beta answered at 0.7 s; closing alpha took until 1.7 s, past the deadline: the
+    # answer still stands, its connection open and its permit held for the relay.
+    assert answer.candidate.name == "beta"
+    assert rig.now() == pytest.approx(1.7)
+    assert rig.in_flight("beta") == 1
+    await answer.aclose()
+    assert rig.in_flight("beta") == 0
+
+
+async def test_a_burst_of_failures_retries_only_within_the_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """50 requests fail together: at most max(3, 20% of 50) = 10 retry at once."""
+    rig = make_rig(("alpha",), breaker={"failure_threshold": 1000})
+    rig.upstream.always("alpha", after(0.01, reply(503)))
+    peak = 0
+
+    async def one() -> None:
+        with contextlib.suppress(ArbstrError):
+            await rig.ask(exchange=rig.exchange(timeout_s=5.0))
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rig.engine.budget.active_retries)
+            await trio.sleep(0.001)
+
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as watcher:
+            watcher.start_soon(watch)
+            async with trio.open_nursery() as requests:
+                for _ in range(50):
+                    requests.start_soon(one)
+            watcher.cancel_scope.cancel()
+    assert 3 <= peak <= 10
+    assert rig.engine.budget.active_retries == 0
+    assert len(rig.upstream.calls) == 50 + peak  # the rest gave up instead of retrying
+
+
+async def test_a_backoff_that_would_spend_the_deadline_moves_on_instead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = make_rig(retry={"backoff_base_ms": 400})
+    rig.upstream.script("alpha", after(0.9, reply(503)))
+    rig.upstream.script("beta", reply(200))
+    with trio.fail_after(GUARD_S):
+        answer = await rig.ask(exchange=rig.exchange(timeout_s=1.0))
+    assert answer.candidate.name == "beta"
+    assert rig.upstream.times("beta") == pytest.approx([0.9])
+
+
+async def test_a_429_saying_retry_at_once_still_moves_on_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = make_rig()
+    rig.upstream.script("alpha", reply(429, headers={"retry-after": "0"}))
+    rig.upstream.script("beta", reply(200))
+    with trio.fail_after(GUARD_S):
+        answer = await rig.ask()
+    assert answer.candidate.name == "beta"
+    assert rig.upstream.order() == ["alpha", "beta"]
+
+
+async def test_an_attempt_timeout_fails_over_and_counts_against_the_provider(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = make_rig(retry={"attempt_timeout_ms": 2000, "max_attempts_per_provider": 1})
+    rig.upstream.script("alpha", stall())
+    rig.upstream.script("beta", reply(200))
+    with trio.fail_after(GUARD_S):
+        answer = await rig.ask()
+    assert answer.candidate.name == "beta"
+    assert rig.upstream.times("beta") == pytest.approx([2.0])
+    assert [(r.provider, r.outcome) for r in answer.attempts] == [
+        ("alpha", "timeout"),
+        ("beta", "ok"),
+    ]
+    [alpha] = [row for row in rig.board.snapshot(rig.config.providers) if row["name"] == "alpha"]
+    assert alpha["consecutive_failures"] == 1

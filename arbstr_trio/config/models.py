@@ -182,6 +182,10 @@ class RetryConfig:
     """Retries always allowed in flight, however few requests there are."""
     hedge_after_ms: PositiveInt | None = None
     """Start the next candidate too if the first has not answered by then."""
+    attempt_timeout_ms: PositiveInt | None = None
+    """One attempt's allowance to its usable answer (a stream's first bytes); then it is a
+    timeout, counted against the provider, and the next attempt starts. None: the whole
+    deadline, as Envoy's per-try timeout defaults to the route's."""
 
 
 @attrs.frozen(kw_only=True)

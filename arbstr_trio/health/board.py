@@ -127,8 +127,9 @@ class HealthBoard:
         """Why ``provider`` cannot be tried now and until when, or ``None``; changes nothing."""
         now = self.now()
         breaker = self._breakers[provider]
-        if breaker.state(now) is BreakerState.OPEN or (
-            breaker.state(now) is BreakerState.HALF_OPEN and breaker.probe_in_flight
+        state = breaker.state(now)
+        if state is BreakerState.OPEN or (
+            state is BreakerState.HALF_OPEN and breaker.probe_in_flight
         ):
             until = breaker.probe_at() or now
             return Blocked(provider, BlockReason.BREAKER_OPEN, until if until > now else math.inf)
@@ -168,8 +169,9 @@ class HealthBoard:
         self._manual[permit.provider].release(
             now, permit.tokens, actual_tokens, acquired_at=permit.acquired_at
         )
-        self._capacity_freed.set()
-        self._capacity_freed = trio.Event()
+        if self._capacity_freed.statistics().tasks_waiting:  # else nobody to wake
+            self._capacity_freed.set()
+            self._capacity_freed = trio.Event()
 
     async def wait_for_capacity(self) -> None:
         """Return at the next settled permit (the caller bounds the wait)."""

@@ -253,13 +253,21 @@ class ManualLimits:
 
     def acquire(self, now: float, tokens: int) -> None:
         self.in_flight += 1
-        self._minute.add(now, 1)
-        self._day.add(now, 1)
-        self._tokens.add(now, tokens)
+        # Only the limits configured are counted: most providers have none.
+        if self.requests_per_minute is not None:
+            self._minute.add(now, 1)
+        if self.requests_per_day is not None:
+            self._day.add(now, 1)
+        if self.tokens_per_minute is not None:
+            self._tokens.add(now, tokens)
 
     def release(
         self, now: float, estimated_tokens: int, actual_tokens: int | None, *, acquired_at: float
     ) -> None:
         self.in_flight -= 1
-        if actual_tokens is not None and actual_tokens != estimated_tokens:
+        if (
+            self.tokens_per_minute is not None
+            and actual_tokens is not None
+            and actual_tokens != estimated_tokens
+        ):
             self._tokens.correct(acquired_at, now, actual_tokens - estimated_tokens)

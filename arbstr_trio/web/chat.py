@@ -32,8 +32,10 @@ async def chat_completions(
 ) -> None:
     timeout_ms = _timeout_ms(scope, runtime.config.server.request_timeout_ms)
     exchange.deadline = exchange.started_at + timeout_ms / 1000
-    async with runtime.admission.slot():
-        await _serve(runtime, scope, receive, send, exchange)
+    # The body first: a client slow to send it must not hold one of max_in_flight slots.
+    request = await _read_request(runtime, scope, receive, exchange)
+    async with runtime.admission.slot(exchange.deadline):
+        await _serve(runtime, request, receive, send, exchange)
 
 
 def _timeout_ms(scope: Scope, configured_ms: int) -> int:
@@ -50,18 +52,23 @@ def _timeout_ms(scope: Scope, configured_ms: int) -> int:
     return min(configured_ms, int(value))
 
 
-async def _serve(
-    runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
-) -> None:
-    config = runtime.config
+async def _read_request(
+    runtime: Runtime, scope: Scope, receive: Receive, exchange: Exchange
+) -> ChatRequest:
     body: bytes | None = None
-    with trio.move_on_at(exchange.deadline):  # a slow sender must not hold a slot forever
-        body = await read_body(scope, receive, config.server.max_body_bytes)
+    with trio.move_on_at(exchange.deadline):
+        body = await read_body(scope, receive, runtime.config.server.max_body_bytes)
     if body is None:
         raise BodyTimeout(
             f"the request body did not arrive within the {exchange.timeout_ms()} ms deadline"
         )
-    request = parse_chat_request(body)
+    return parse_chat_request(body)
+
+
+async def _serve(
+    runtime: Runtime, request: ChatRequest, receive: Receive, send: ResponseSend, exchange: Exchange
+) -> None:
+    config = runtime.config
     candidates = rank_candidates(
         config.providers,
         request,
