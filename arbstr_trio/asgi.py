@@ -13,7 +13,7 @@ import os
 from contextlib import AbstractAsyncContextManager
 
 from arbstr_trio.config.load import load_config
-from arbstr_trio.hypercorn_shim import close_connections_their_clients_closed
+from arbstr_trio.hypercorn_shim import install_hypercorn_corrections
 from arbstr_trio.logs import configure_logging
 from arbstr_trio.runtime import Runtime, open_runtime
 from arbstr_trio.web.app import App
@@ -31,8 +31,13 @@ def _open_from_environment() -> AbstractAsyncContextManager[Runtime]:
     configure_logging(loaded.config.logging.level, server_banner=True)
     for warning in loaded.warnings:
         log.warning("%s", warning)
+    # The lifespan starts before Hypercorn accepts, so every connection gets this bound.
+    install_hypercorn_corrections(
+        client_send_timeout_s=loaded.config.server.client_send_timeout_ms / 1000
+    )
     return open_runtime(loaded.config)
 
 
-close_connections_their_clients_closed()  # this module is imported in Hypercorn's worker
+# This module is imported in Hypercorn's worker; the client bound waits for the config.
+install_hypercorn_corrections(client_send_timeout_s=None)
 app = App(runtime_factory=_open_from_environment)

@@ -23,7 +23,7 @@ import hypercorn.typing
 import trio
 
 from arbstr_trio.config.models import Config
-from arbstr_trio.hypercorn_shim import close_connections_their_clients_closed
+from arbstr_trio.hypercorn_shim import install_hypercorn_corrections
 from arbstr_trio.mock.fleet import start_mock_fleet
 from arbstr_trio.mock.provider import MockProvider
 from arbstr_trio.runtime import Runtime, open_runtime
@@ -75,7 +75,7 @@ async def serve(
     task_status: trio.TaskStatus[Started] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the proxy until ``shutdown_trigger`` returns, then shut down gracefully."""
-    close_connections_their_clients_closed()
+    install_hypercorn_corrections(client_send_timeout_s=config.server.client_send_timeout_ms / 1000)
     async with trio.open_nursery() as mocks_nursery:
         mocks: dict[str, MockProvider] = {}
         if mock:

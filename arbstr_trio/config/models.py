@@ -98,6 +98,9 @@ class ServerConfig:
     """Deadline from request arrival to the provider's answer (first byte, for streams)."""
     stream_idle_timeout_ms: PositiveInt = PositiveInt(60_000)
     """Longest silence tolerated between two chunks of a stream."""
+    client_send_timeout_ms: PositiveInt = PositiveInt(60_000)
+    """How long a client may leave what it is sent unread before its connection is
+    dropped (Linux: ``TCP_USER_TIMEOUT``), so a client that stops reading frees its slot."""
     graceful_shutdown_ms: PositiveInt = PositiveInt(10_000)
     """On SIGINT/SIGTERM, how long in-flight requests may take to finish."""
     max_in_flight: PositiveInt = PositiveInt(1024)
