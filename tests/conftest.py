@@ -92,3 +92,23 @@ def chat_body(
     model: str = "gpt-4o-mini", content: str = "hello", **extra: object
 ) -> dict[str, object]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def raw_chat_request(body: bytes, *headers: bytes) -> bytes:
+    """A chat request as bytes on the wire, for tests that need the socket itself."""
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
+        + b"".join(header + b"\r\n" for header in headers)
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+async def receive_until(stream: trio.abc.ReceiveStream, marker: bytes) -> bytes:
+    """Everything received up to and including ``marker``; fails if the peer closes first."""
+    data = b""
+    while marker not in data:
+        part = await stream.receive_some(4096)
+        assert part, data
+        data += part
+    return data

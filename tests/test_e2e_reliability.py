@@ -22,7 +22,14 @@ import trio.testing
 from openai.types.chat import ChatCompletionMessageParam
 
 from arbstr_trio.server import Started
-from tests.conftest import chat_body, http_client, openai_client, running_proxy
+from tests.conftest import (
+    chat_body,
+    http_client,
+    openai_client,
+    raw_chat_request,
+    receive_until,
+    running_proxy,
+)
 
 _PROVIDERS = (("alpha", 150, 600), ("beta", 300, 1200), ("gamma", 450, 1800))
 _FAST_RETRIES = "backoff_base_ms = 1\nbackoff_max_ms = 5"
@@ -358,20 +365,10 @@ async def test_a_client_disconnect_cancels_the_upstream_request() -> None:
     async with running_proxy(config) as started:
         url = httpx.URL(started.url)
         assert url.port is not None
-        body = orjson.dumps(chat_body(stream=True))
-        head = (
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: %b\r\n"
-            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
-            % (url.host.encode(), len(body))
-        )
         with trio.fail_after(2):
             stream = await trio.open_tcp_stream(url.host, url.port)
-            await stream.send_all(head + body)
-            data = b""
-            while b"data:" not in data:
-                part = await stream.receive_some(65536)
-                assert part, data
-                data += part
+            await stream.send_all(raw_chat_request(orjson.dumps(chat_body(stream=True))))
+            data = await receive_until(stream, b"data:")
             assert data.startswith(b"HTTP/1.1 200 ")
             await stream.aclose()
         alpha = started.mocks["alpha"]

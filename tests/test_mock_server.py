@@ -8,6 +8,7 @@ import trio
 from arbstr_trio.mock.behaviour import MockBehaviour
 from arbstr_trio.mock.provider import MockProvider
 from arbstr_trio.mock.server import serve_mock
+from tests.conftest import raw_chat_request
 
 REQUEST = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
 
@@ -24,15 +25,8 @@ async def raw_exchange(url: str, data: bytes) -> bytes:
         return received
 
 
-def post(extra_headers: bytes = b"") -> bytes:
-    return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        + extra_headers
-        + b"content-length: "
-        + str(len(REQUEST)).encode()
-        + b"\r\nconnection: close\r\n\r\n"
-        + REQUEST
-    )
+def post(*extra_headers: bytes) -> bytes:
+    return raw_chat_request(REQUEST, b"connection: close", *extra_headers)
 
 
 async def test_broken_clients_do_not_stop_the_mock() -> None:
@@ -43,7 +37,7 @@ async def test_broken_clients_do_not_stop_the_mock() -> None:
             # Not HTTP at all.
             await raw_exchange(url, b"NOT HTTP AT ALL\r\n\r\n")
             # A status h11 refuses to send.
-            await raw_exchange(url, post(b"x-mock: status=150\r\n"))
+            await raw_exchange(url, post(b"x-mock: status=150"))
             # A client that leaves in the middle of a stream.
             host, port = url.removeprefix("http://").removesuffix("/v1").rsplit(":", 1)
             stream = await trio.open_tcp_stream(host, int(port))

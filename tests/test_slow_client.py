@@ -21,7 +21,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.conftest import chat_body, http_client, running_proxy
+from tests.conftest import chat_body, http_client, raw_chat_request, receive_until, running_proxy
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="TCP_USER_TIMEOUT is Linux only"
@@ -48,13 +48,6 @@ async def test_a_client_that_stops_reading_a_stream_cannot_hold_the_server() -> 
     async with running_proxy(CONFIG) as started:
         url = httpx.URL(started.url)
         assert url.port is not None
-        body = orjson.dumps(chat_body(stream=True))
-        head = (
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: %b\r\n"
-            b"x-mock: chunks=%d; chunk_delay_ms=0\r\n"
-            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
-            % (url.host.encode(), _CHUNKS, len(body))
-        )
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # Before connect, so the window it advertises stays small.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -62,12 +55,10 @@ async def test_a_client_that_stops_reading_a_stream_cannot_hold_the_server() -> 
         try:
             with trio.fail_after(2):
                 await sock.connect((url.host, url.port))
-                await stream.send_all(head + body)
-                data = b""
-                while b"data:" not in data:
-                    part = await stream.receive_some(4096)
-                    assert part, data
-                    data += part
+                body = orjson.dumps(chat_body(stream=True))
+                mock = b"x-mock: chunks=%d; chunk_delay_ms=0" % _CHUNKS
+                await stream.send_all(raw_chat_request(body, mock))
+                data = await receive_until(stream, b"data:")
                 assert data.startswith(b"HTTP/1.1 200 ")
             # From here on the client reads nothing, and keeps its socket open.
             with trio.fail_after(10):
