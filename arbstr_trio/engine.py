@@ -40,6 +40,7 @@ import attrs
 import orjson
 import trio
 
+from arbstr_trio.attempts import UNSETTLED, AttemptRecord, attempts_header, retries_header
 from arbstr_trio.chat_request import ChatRequest
 from arbstr_trio.config.models import Config
 from arbstr_trio.errors import (
@@ -60,56 +61,11 @@ from arbstr_trio.retry import Failure, RetryBudget, backoff_s, classify_status
 from arbstr_trio.routing import Candidate
 from arbstr_trio.upstream import ProviderClient, ProviderResponse, error_for_status, forward_headers
 
-__all__ = ["Answer", "AttemptRecord", "Engine"]
+__all__ = ["Answer", "Engine"]
 
 log = logging.getLogger(__name__)
 
 _CLEANUP_TIMEOUT_S = 2.0
-_UNSETTLED = "pending"
-_NOT_FAILURES = frozenset({"ok", _UNSETTLED, "hedge_lost", "cancelled"})
-
-
-@attrs.define
-class AttemptRecord:
-    provider: str
-    started_at: float
-    hedge: bool = False
-    outcome: str = _UNSETTLED
-    """``ok``, ``http_<status>``, ``connect_error``, ``timeout``, ``protocol_error``,
-    ``internal_error``, ``hedge_lost`` or ``cancelled``."""
-    status: int | None = None
-    ended_at: float | None = None
-    error: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome not in _NOT_FAILURES
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "outcome": self.outcome,
-            "status": self.status,
-            "hedge": self.hedge,
-            "duration_ms": None
-            if self.ended_at is None
-            else round((self.ended_at - self.started_at) * 1000),
-        }
-
-
-def retries_header(records: Sequence[AttemptRecord]) -> str | None:
-    """``"2/alpha, 1/beta"``: failed attempts per provider, in the order they were tried."""
-    failed = Counter(record.provider for record in records if record.failed)
-    if not failed:
-        return None
-    return ", ".join(f"{count}/{provider}" for provider, count in failed.items())
-
-
-def attempts_header(records: Sequence[AttemptRecord]) -> str | None:
-    """``"alpha:http_503, beta:ok"``: every attempt, hedges and losers included."""
-    if len(records) < 2:
-        return None
-    return ", ".join(f"{record.provider}:{record.outcome}" for record in records)
 
 
 @attrs.define
@@ -239,7 +195,7 @@ class _RequestRun:
             engine.config.routing.default_completion_tokens
         )
         self.tokens = prompt + completion
-        self.records: list[AttemptRecord] = []
+        self.records = exchange.attempts
         self.attempts: Counter[str] = Counter()
         self.excluded: set[str] = set()
         """Not to be tried again for this request (a refused key, no retry budget)."""
@@ -494,7 +450,7 @@ class _RequestRun:
     def _mark_unfinished(self, outcome: str) -> None:
         now = trio.current_time()
         for record in self.records:
-            if record.outcome == _UNSETTLED:
+            if record.outcome == UNSETTLED:
                 record.outcome = outcome
                 record.ended_at = now
 

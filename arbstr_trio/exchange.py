@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Sequence
 
 import attrs
 import trio
+
+from arbstr_trio.attempts import AttemptRecord
 
 __all__ = ["Exchange", "request_id_from_headers"]
 
@@ -22,11 +25,15 @@ class Exchange:
     request_id: str
     client_headers: Sequence[Header] = attrs.field(repr=False)  # credentials among them
     started_at: float = attrs.field(factory=trio.current_time)
+    started_wall: float = attrs.field(factory=time.time)
+    """The same moment on the wall clock, for the request log."""
     idempotency_key: str = ""
     deadline: float = math.inf
     """Monotonic time by which a provider must have answered."""
     client_gone: bool = False
     """The client disconnected before the answer was complete."""
+    attempts: list[AttemptRecord] = attrs.field(factory=list)
+    """Every attempt made for this request, in order, as the engine records them."""
 
     def __attrs_post_init__(self) -> None:
         if not self.idempotency_key:
@@ -37,6 +44,10 @@ class Exchange:
     def timeout_ms(self) -> int:
         """The request's whole allowance, from arrival to its deadline."""
         return round((self.deadline - self.started_at) * 1000)
+
+    def wall_time(self, at: float) -> float:
+        """``at`` on trio's clock, as a Unix time."""
+        return self.started_wall + (at - self.started_at)
 
     def elapsed_ms(self) -> int:
         return round((trio.current_time() - self.started_at) * 1000)

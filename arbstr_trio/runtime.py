@@ -19,6 +19,7 @@ from arbstr_trio.catalog import ModelCatalog
 from arbstr_trio.config.models import Config
 from arbstr_trio.engine import Engine
 from arbstr_trio.health.board import HealthBoard
+from arbstr_trio.store.writer import RecordWriter
 from arbstr_trio.upstream import Upstream
 
 __all__ = ["Runtime", "open_runtime"]
@@ -34,25 +35,34 @@ class Runtime:
     engine: Engine
     catalog: ModelCatalog
     admission: Admission
+    writer: RecordWriter
     started_at: float = attrs.field(factory=time.time)
     """Wall-clock start, for ``/health``'s uptime."""
 
 
 @asynccontextmanager
 async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
+    """The runtime for ``config``; on exit, the request log is drained before it closes."""
     upstream = Upstream(config.upstream, idle_timeout_s=config.server.stream_idle_timeout_ms / 1000)
     board = HealthBoard(config)
+    writer = RecordWriter(config.database.path, max_age_days=config.database.max_age_days)
     try:
-        yield Runtime(
-            config=config,
-            upstream=upstream,
-            board=board,
-            engine=Engine(upstream, board, config),
-            catalog=ModelCatalog(config.providers, upstream),
-            admission=Admission(
-                config.server.max_in_flight, config.server.admission_wait_ms / 1000
-            ),
-        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            try:
+                yield Runtime(
+                    config=config,
+                    upstream=upstream,
+                    board=board,
+                    engine=Engine(upstream, board, config),
+                    catalog=ModelCatalog(config.providers, upstream),
+                    admission=Admission(
+                        config.server.max_in_flight, config.server.admission_wait_ms / 1000
+                    ),
+                    writer=writer,
+                )
+            finally:
+                writer.close()  # the nursery now waits for the queue to be written
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
             await upstream.aclose()

@@ -6,15 +6,17 @@ with TooSlowError instead of hanging the suite.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+import attrs
 import httpx
 import openai
 import trio
 
 from arbstr_trio.config.load import parse_config
-from arbstr_trio.config.models import Config
+from arbstr_trio.config.models import Config, DatabaseConfig
 from arbstr_trio.server import Started, serve
 
 # A whole end-to-end test, servers included, finishes well inside this.
@@ -56,8 +58,14 @@ async def running_proxy(config: Config | str, *, mock: bool = True) -> AsyncIter
     gracefully on exit. The whole block runs under :data:`TEST_DEADLINE_S`."""
     if isinstance(config, str):
         config = config_from(config)
+    scratch = tempfile.TemporaryDirectory(prefix="arbstr-test-")
+    if config.database.path == DatabaseConfig().path:
+        # Each test its own request log, not ./arbstr.db in whatever directory runs pytest.
+        config = attrs.evolve(
+            config, database=attrs.evolve(config.database, path=f"{scratch.name}/arbstr.db")
+        )
     shutdown = trio.Event()
-    with trio.fail_after(TEST_DEADLINE_S):
+    with scratch, trio.fail_after(TEST_DEADLINE_S):
         async with trio.open_nursery() as nursery:
             started: Started = await nursery.start(
                 lambda task_status: serve(

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,9 +33,12 @@ class Process:
     stderr: bytes = b""
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
@@ -54,9 +58,10 @@ async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytear
 @asynccontextmanager
 async def cli_process(*args: str, marker: bytes = b"listening on ") -> AsyncIterator[Process]:
     """A CLI process running in the background; its URL is what it printed after ``marker``."""
-    with trio.fail_after(DEADLINE_S):
+    with tempfile.TemporaryDirectory() as scratch, trio.fail_after(DEADLINE_S):
+        # A scratch working directory: serve --mock writes ./arbstr.db there.
         process = await trio.lowlevel.open_process(
-            [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch
         )
         assert process.stdout is not None
         try:
@@ -105,12 +110,12 @@ def test_serve_without_any_config_says_what_to_do() -> None:
     assert "pass -c FILE, set ARBSTR_CONFIG, or try --mock" in result.stderr
 
 
-def test_serve_on_a_busy_port_exits_1() -> None:
+def test_serve_on_a_busy_port_exits_1(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli("serve", "--mock", "-l", f"127.0.0.1:{port}")
+        result = run_cli("serve", "--mock", "-l", f"127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 1
     assert f"cannot serve on 127.0.0.1:{port}: address already in use" in result.stderr
     assert "Traceback" not in result.stderr

@@ -112,6 +112,9 @@ class ServerConfig:
 @attrs.frozen(kw_only=True)
 class DatabaseConfig:
     path: str = "./arbstr.db"
+    """The SQLite request log, created (and migrated) on start."""
+    max_age_days: PositiveInt | None = None
+    """Records older than this are pruned (checked hourly); None keeps everything."""
 
 
 @attrs.frozen(kw_only=True)

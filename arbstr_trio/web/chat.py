@@ -7,9 +7,10 @@ import logging
 import trio
 
 from arbstr_trio.chat_request import ChatRequest, parse_chat_request
-from arbstr_trio.errors import BodyTimeout, ClientError
+from arbstr_trio.errors import ArbstrError, BodyTimeout, ClientError
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import format_sats
+from arbstr_trio.recording import RequestTrail
 from arbstr_trio.relay import Outcome, relay_completion, relay_stream
 from arbstr_trio.routing import rank_candidates
 from arbstr_trio.runtime import Runtime
@@ -26,16 +27,35 @@ __all__ = ["chat_completions"]
 
 log = logging.getLogger("arbstr_trio.requests")
 
+_RECORD_WAIT_S = 5.0
+
 
 async def chat_completions(
     runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
 ) -> None:
-    timeout_ms = _timeout_ms(scope, runtime.config.server.request_timeout_ms)
-    exchange.deadline = exchange.started_at + timeout_ms / 1000
-    # The body first: a client slow to send it must not hold one of max_in_flight slots.
-    request = await _read_request(runtime, scope, receive, exchange)
-    async with runtime.admission.slot(exchange.deadline):
-        await _serve(runtime, request, receive, send, exchange)
+    """Serve one chat request and leave exactly one record of it, whatever its end."""
+    trail = RequestTrail(exchange)
+    try:
+        timeout_ms = _timeout_ms(scope, runtime.config.server.request_timeout_ms)
+        exchange.deadline = exchange.started_at + timeout_ms / 1000
+        # The body first: a client slow to send it must not hold one of max_in_flight slots.
+        trail.request = await _read_request(runtime, scope, receive, exchange)
+        async with runtime.admission.slot(exchange.deadline):
+            await _serve(runtime, trail.request, receive, send, exchange, trail)
+    except ArbstrError as exc:
+        trail.failed(exc.status_code(), exc.code)
+        raise
+    except trio.Cancelled:
+        trail.failed(503, "shutdown")  # the grace period of a shutdown ran out
+        raise
+    except BaseException:
+        trail.failed(500, "internal_error")
+        raise
+    finally:
+        # Shielded: a request cut short by shutdown is recorded too; bounded, in case
+        # the writer is far behind.
+        with trio.CancelScope(shield=True), trio.move_on_after(_RECORD_WAIT_S):
+            await runtime.writer.record(trail.record())
 
 
 def _timeout_ms(scope: Scope, configured_ms: int) -> int:
@@ -66,7 +86,12 @@ async def _read_request(
 
 
 async def _serve(
-    runtime: Runtime, request: ChatRequest, receive: Receive, send: ResponseSend, exchange: Exchange
+    runtime: Runtime,
+    request: ChatRequest,
+    receive: Receive,
+    send: ResponseSend,
+    exchange: Exchange,
+    trail: RequestTrail,
 ) -> None:
     config = runtime.config
     candidates = rank_candidates(
@@ -74,9 +99,11 @@ async def _serve(
         request,
         default_completion_tokens=config.routing.default_completion_tokens,
     )
+    trail.candidates = candidates
 
     async def answer_and_relay() -> tuple[str, Outcome]:
         answer = await runtime.engine.answer(request, candidates, exchange)
+        trail.answered(answer.candidate, answer.headers_at)
         try:
             if request.stream:
                 outcome = await relay_stream(
@@ -86,11 +113,13 @@ async def _serve(
                 outcome = await relay_completion(send, answer, exchange)
         finally:
             await answer.aclose()
+        trail.relayed(usage=outcome.usage, cost=outcome.cost_msat, error=outcome.error)
         return answer.candidate.name, outcome
 
     result = await run_until_disconnect(receive, send, answer_and_relay)
     if result is None:
         exchange.client_gone = True
+        trail.client_left()
         log.info(
             "%s %s client disconnected after %d ms",
             exchange.request_id,

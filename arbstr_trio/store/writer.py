@@ -1,0 +1,218 @@
+"""The one task that writes the request log: records in on a channel, batches out to disk.
+
+Request handlers hand their record to :meth:`RecordWriter.record` and go on; a single
+writer task takes whatever has queued up, up to a batch, and writes it in one
+transaction on a worker thread, so a slow disk never slows a response and a busy
+proxy writes thousands of rows a second. The channel is bounded: when the disk falls
+behind, handlers wait to hand over their record (backpressure) instead of records
+being dropped. A batch that fails to write is kept and tried again, with a growing
+pause, until it is written.
+
+Shutdown closes the channel; the writer drains what is queued, writes it, and only
+then ends: every record accepted is a record written. The writer also prunes records
+older than ``max_age_days`` once an hour, when that is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Sequence
+
+import trio
+
+from arbstr_trio.store.records import RequestRecord
+from arbstr_trio.store.schema import connect, migrate
+
+__all__ = ["RecordWriter"]
+
+log = logging.getLogger(__name__)
+
+_INSERT_REQUEST = """
+    INSERT INTO requests (
+        request_id, started_at, finished_at, model, upstream_model, provider, tier, policy,
+        streaming, status, success, error_type, prompt_tokens, completion_tokens, cost_msat,
+        usage_missing, max_cost_msat, latency_ms, ttfb_ms, stream_ms, attempts, client_key
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_ATTEMPT = """
+    INSERT INTO attempts (request, seq, provider, started_at, duration_ms, outcome, status,
+                          error, hedge)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_PRUNE_EVERY_S = 3600.0
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+class RecordWriter:
+    def __init__(
+        self,
+        path: str,
+        *,
+        capacity: int = 10_000,
+        batch_size: int = 1_000,
+        max_age_days: float | None = None,
+    ) -> None:
+        self.path = path
+        self._send, self._receive = trio.open_memory_channel[RequestRecord](capacity)
+        self._batch_size = batch_size
+        self._max_age_s = None if max_age_days is None else max_age_days * 86_400
+        self.rows_written = 0
+        """Request rows written since start (attempt rows are not counted)."""
+        self.rows_pruned = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Records accepted and not yet written."""
+        return self._send.statistics().current_buffer_used
+
+    async def record(self, record: RequestRecord) -> None:
+        """Hand over a finished request's record; waits only if the writer is far behind."""
+        try:
+            await self._send.send(record)
+        except trio.ClosedResourceError:
+            # Only a request still running when shutdown's grace period ended gets here.
+            log.error(
+                "request %s ended after the request log closed: not recorded", record.request_id
+            )
+
+    def close(self) -> None:
+        """No more records: the writer drains what is queued, then ends."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open (and migrate) the database, then write until closed and drained."""
+        connection = await trio.to_thread.run_sync(self._open)
+        task_status.started()
+        try:
+            next_prune = trio.current_time()
+            async with self._receive:
+                async for first in self._receive:
+                    batch = [first]
+                    while len(batch) < self._batch_size:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._write(connection, batch)
+                    if self._max_age_s is not None and trio.current_time() >= next_prune:
+                        next_prune = trio.current_time() + _PRUNE_EVERY_S
+                        await self._prune(connection)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(connection.close)
+
+    def _open(self) -> sqlite3.Connection:
+        connection = connect(self.path)
+        migrate(connection)
+        return connection
+
+    async def _write(self, connection: sqlite3.Connection, batch: Sequence[RequestRecord]) -> None:
+        pause = _RETRY_FIRST_S
+        while True:
+            try:
+                await trio.to_thread.run_sync(_write_batch, connection, batch)
+            except sqlite3.Error as exc:
+                log.error(
+                    "writing %d request records to %s failed (%s); retrying in %.1f s",
+                    len(batch),
+                    self.path,
+                    exc,
+                    pause,
+                )
+                await trio.sleep(pause)
+                pause = min(pause * 2, _RETRY_MAX_S)
+            else:
+                self.rows_written += len(batch)
+                return
+
+    async def _prune(self, connection: sqlite3.Connection) -> None:
+        assert self._max_age_s is not None
+        cutoff = time.time() - self._max_age_s
+        try:
+            pruned = await trio.to_thread.run_sync(_prune_before, connection, cutoff)
+        except sqlite3.Error as exc:
+            log.error("pruning the request log failed: %s", exc)
+            return
+        self.rows_pruned += pruned
+        if pruned:
+            log.info("pruned %d request records older than %s days", pruned, _days(self._max_age_s))
+
+
+def _write_batch(connection: sqlite3.Connection, batch: Sequence[RequestRecord]) -> None:
+    connection.execute("BEGIN")
+    try:
+        for record in batch:
+            cursor = connection.execute(
+                _INSERT_REQUEST,
+                (
+                    record.request_id,
+                    record.started_at,
+                    record.finished_at,
+                    record.model,
+                    record.upstream_model,
+                    record.provider,
+                    record.tier,
+                    record.policy,
+                    record.streaming,
+                    record.status,
+                    record.success,
+                    record.error_type,
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    record.cost_msat,
+                    record.usage_missing,
+                    record.max_cost_msat,
+                    record.latency_ms,
+                    record.ttfb_ms,
+                    record.stream_ms,
+                    len(record.attempts),
+                    record.client_key,
+                ),
+            )
+            if record.attempts:
+                row_id = cursor.lastrowid
+                connection.executemany(
+                    _INSERT_ATTEMPT,
+                    [
+                        (
+                            row_id,
+                            seq,
+                            a.provider,
+                            a.started_at,
+                            a.duration_ms,
+                            a.outcome,
+                            a.status,
+                            a.error,
+                            a.hedge,
+                        )
+                        for seq, a in enumerate(record.attempts)
+                    ],
+                )
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _prune_before(connection: sqlite3.Connection, cutoff: float) -> int:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(
+            "DELETE FROM attempts WHERE request IN (SELECT id FROM requests WHERE started_at < ?)",
+            (cutoff,),
+        )
+        pruned = connection.execute("DELETE FROM requests WHERE started_at < ?", (cutoff,)).rowcount
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return int(pruned)
+
+
+def _days(seconds: float) -> str:
+    days = seconds / 86_400
+    return str(int(days)) if math.isclose(days, round(days)) else f"{days:g}"
