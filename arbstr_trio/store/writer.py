@@ -63,6 +63,7 @@ class RecordWriter:
         self.rows_written = 0
         """Request rows written since start (attempt rows are not counted)."""
         self.rows_pruned = 0
+        self._progress = trio.Event()
 
     @property
     def queue_depth(self) -> int:
@@ -78,6 +79,13 @@ class RecordWriter:
             log.error(
                 "request %s ended after the request log closed: not recorded", record.request_id
             )
+
+    async def flushed(self, rows: int) -> None:
+        """Return once ``rows`` request rows in all have been written: records are written
+        after their response, so whoever reads the log right after (a test, a bench)
+        waits here for it to catch up. The caller bounds the wait."""
+        while self.rows_written < rows:
+            await self._progress.wait()
 
     def close(self) -> None:
         """No more records: the writer drains what is queued, then ends."""
@@ -127,6 +135,8 @@ class RecordWriter:
                 pause = min(pause * 2, _RETRY_MAX_S)
             else:
                 self.rows_written += len(batch)
+                self._progress.set()
+                self._progress = trio.Event()
                 return
 
     async def _prune(self, connection: sqlite3.Connection) -> None:

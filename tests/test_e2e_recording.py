@@ -1,0 +1,186 @@
+"""Every chat request leaves exactly one row, with what it really cost, whatever its end."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from arbstr_trio.pricing import Usage, cost_msat, format_sats
+from arbstr_trio.routing import provider_rates
+from arbstr_trio.server import Started
+from tests.conftest import (
+    TWO_PROVIDERS,
+    chat_body,
+    http_client,
+    openai_client,
+    raw_chat_request,
+    receive_until,
+    running_proxy,
+)
+
+# alpha is the cheaper; its breaker stays closed through the failures below, so every
+# request starts there.
+CONFIG = TWO_PROVIDERS + "\n[breaker]\nfailure_threshold = 100\n"
+
+
+def rows(started: Started) -> dict[str, dict[str, Any]]:
+    """The request log, one row per request id (asserting there is only one each)."""
+    with sqlite3.connect(f"file:{started.config.database.path}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        found: dict[str, dict[str, Any]] = {}
+        for row in db.execute("SELECT * FROM requests ORDER BY id"):
+            assert row["request_id"] not in found, row["request_id"]
+            record = dict(row)
+            record["attempt_rows"] = [
+                dict(attempt)
+                for attempt in db.execute(
+                    "SELECT * FROM attempts WHERE request = ? ORDER BY seq", (row["id"],)
+                )
+            ]
+            found[row["request_id"]] = record
+        return found
+
+
+def outcomes(record: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(a["provider"], a["outcome"]) for a in record["attempt_rows"]]
+
+
+async def test_each_kind_of_ending_leaves_exactly_one_true_row() -> None:
+    async with running_proxy(CONFIG) as started, http_client(started) as client:
+        sdk = openai_client(started)
+        # 1. Answered whole.
+        answered = await sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-request-id": "answered"},
+        )
+        completion = answered.parse()
+        # 2. Streamed whole, with the client asking for usage.
+        stream = await sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-request-id": "streamed"},
+        )
+        chunks = [chunk async for chunk in stream]
+        # 3. Every provider failing.
+        failed = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(),
+            headers={"x-request-id": "failed", "x-mock": "status=503"},
+        )
+        # 4. The cheapest failing, the next answering.
+        fallback = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(),
+            headers={"x-request-id": "fallback", "x-mock-alpha": "status=503"},
+        )
+        # 5. A stream broken after it began.
+        broken = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(stream=True),
+            headers={"x-request-id": "broken", "x-mock": "drop_after=2"},
+        )
+        # 6. The client's own mistake.
+        refused = await client.post(
+            "/v1/chat/completions", content=b"{oops", headers={"x-request-id": "refused"}
+        )
+        # 7. A client that leaves in the middle of a slow stream.
+        url = httpx.URL(started.url)
+        assert url.port is not None
+        with trio.fail_after(5):
+            socket = await trio.open_tcp_stream(url.host, url.port)
+            body = orjson.dumps(chat_body(stream=True))
+            await socket.send_all(
+                raw_chat_request(body, b"x-request-id: left", b"x-mock: chunk_delay_ms=500")
+            )
+            await receive_until(socket, b"data:")
+            await socket.aclose()
+            await started.mocks["alpha"].wait_for_disconnects(1)
+        await sdk.close()
+        with trio.fail_after(5):
+            await started.runtime.writer.flushed(7)
+        log = rows(started)
+
+    assert sorted(log) == sorted(
+        ["answered", "streamed", "failed", "fallback", "broken", "refused", "left"]
+    )
+    alpha, beta = started.config.provider("alpha"), started.config.provider("beta")
+
+    row = log["answered"]
+    assert completion.usage is not None
+    usage = Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    assert (row["provider"], row["model"], row["upstream_model"]) == (
+        "alpha",
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+    )
+    assert (row["status"], row["success"], row["streaming"], row["error_type"]) == (200, 1, 0, None)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
+    assert format_sats(row["cost_msat"]) == answered.headers["x-arbstr-cost-sats"]
+    assert row["cost_msat"] == cost_msat(provider_rates(alpha), usage)
+    assert row["max_cost_msat"] == cost_msat(provider_rates(beta), usage)  # the saving's base
+    assert row["usage_missing"] == 0
+    assert outcomes(row) == [("alpha", "ok")]
+    assert row["latency_ms"] >= row["ttfb_ms"] >= 0
+    assert row["stream_ms"] is None
+    assert row["finished_at"] >= row["started_at"]
+
+    row = log["streamed"]
+    metadata = chunks[-1].model_extra["arbstr"]  # type: ignore[index]
+    assert (row["provider"], row["streaming"], row["status"], row["success"]) == (
+        "alpha",
+        1,
+        200,
+        1,
+    )
+    assert chunks[-1].usage is not None
+    assert row["completion_tokens"] == chunks[-1].usage.completion_tokens
+    assert row["cost_msat"] / 1000 == metadata["cost_sats"]
+    assert row["stream_ms"] is not None
+    assert outcomes(row) == [("alpha", "ok")]
+
+    row = log["failed"]
+    assert failed.status_code == 502
+    assert (row["provider"], row["status"], row["success"]) == (None, 502, 0)
+    assert row["error_type"] == "upstream_http_503"
+    assert row["cost_msat"] is None
+    assert row["usage_missing"] == 0  # nothing answered: nothing to be missing
+    assert outcomes(row) == [("alpha", "http_503")] * 2 + [("beta", "http_503")] * 2
+    assert row["attempts"] == 4
+
+    row = log["fallback"]
+    assert fallback.headers["x-arbstr-provider"] == "beta"
+    assert (row["provider"], row["status"], row["success"]) == ("beta", 200, 1)
+    assert format_sats(row["cost_msat"]) == fallback.headers["x-arbstr-cost-sats"]
+    assert outcomes(row) == [("alpha", "http_503"), ("alpha", "http_503"), ("beta", "ok")]
+
+    row = log["broken"]
+    assert broken.status_code == 200
+    assert (row["provider"], row["streaming"], row["status"], row["success"]) == (
+        "alpha",
+        1,
+        200,
+        0,
+    )
+    assert row["error_type"] == "upstream_protocol_error"
+
+    row = log["refused"]
+    assert refused.status_code == 400
+    assert (row["model"], row["provider"], row["status"], row["success"]) == (None, None, 400, 0)
+    assert row["error_type"] == "invalid_json"
+    assert row["attempts"] == 0
+
+    row = log["left"]
+    assert (row["provider"], row["status"], row["success"]) == ("alpha", 499, 0)
+    assert row["error_type"] == "client_disconnected"
+    assert row["cost_msat"] is None  # the usage chunk never came: unknown, not guessed
+    assert row["usage_missing"] == 1
