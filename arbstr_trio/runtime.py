@@ -19,6 +19,7 @@ from arbstr_trio.catalog import ModelCatalog
 from arbstr_trio.config.models import Config
 from arbstr_trio.engine import Engine
 from arbstr_trio.health.board import HealthBoard
+from arbstr_trio.metrics import Metrics
 from arbstr_trio.store.writer import RecordWriter
 from arbstr_trio.upstream import Upstream
 
@@ -36,6 +37,7 @@ class Runtime:
     catalog: ModelCatalog
     admission: Admission
     writer: RecordWriter
+    metrics: Metrics
     started_at: float = attrs.field(factory=time.time)
     """Wall-clock start, for ``/health``'s uptime."""
 
@@ -46,6 +48,8 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     upstream = Upstream(config.upstream, idle_timeout_s=config.server.stream_idle_timeout_ms / 1000)
     board = HealthBoard(config)
     writer = RecordWriter(config.database.path, max_age_days=config.database.max_age_days)
+    admission = Admission(config.server.max_in_flight, config.server.admission_wait_ms / 1000)
+    metrics = Metrics(config, board=board, admission=admission, writer=writer)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
@@ -56,10 +60,9 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
                     board=board,
                     engine=Engine(upstream, board, config),
                     catalog=ModelCatalog(config.providers, upstream),
-                    admission=Admission(
-                        config.server.max_in_flight, config.server.admission_wait_ms / 1000
-                    ),
+                    admission=admission,
                     writer=writer,
+                    metrics=metrics,
                 )
             finally:
                 writer.close()  # the nursery now waits for the queue to be written

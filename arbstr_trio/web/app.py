@@ -19,6 +19,7 @@ from arbstr_trio.runtime import Runtime
 from arbstr_trio.web.asgi import Header, Receive, ResponseSend, Scope, Send, send_bytes
 from arbstr_trio.web.chat import chat_completions
 from arbstr_trio.web.info import health, list_models, list_providers
+from arbstr_trio.web.metrics import prometheus_metrics
 
 __all__ = ["App"]
 
@@ -33,6 +34,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/models": {"GET": list_models},
     "/health": {"GET": health},
     "/providers": {"GET": list_providers},
+    "/metrics": {"GET": prometheus_metrics},
 }
 
 

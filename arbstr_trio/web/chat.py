@@ -52,10 +52,12 @@ async def chat_completions(
         trail.failed(500, "internal_error")
         raise
     finally:
+        record = trail.record()
+        runtime.metrics.observe(record)
         # Shielded: a request cut short by shutdown is recorded too; bounded, in case
         # the writer is far behind.
         with trio.CancelScope(shield=True), trio.move_on_after(_RECORD_WAIT_S):
-            await runtime.writer.record(trail.record())
+            await runtime.writer.record(record)
 
 
 def _timeout_ms(scope: Scope, configured_ms: int) -> int:
