@@ -81,8 +81,13 @@ def usage_from_json(usage: object) -> Usage | None:
     return Usage(prompt, completion)
 
 
+_MOST_TOKENS = 2**40
+"""Far past any real answer; a larger count is a provider's bug, and would overflow the
+request log's integers once priced."""
+
+
 def _count(usage: Mapping[str, Any], key: str) -> int | None:
     value = usage.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MOST_TOKENS:
         return None
     return value

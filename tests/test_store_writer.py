@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -464,3 +465,54 @@ async def test_records_older_than_max_age_are_pruned_with_their_attempts(tmp_pat
         ).fetchone()
     assert orphans == (0,)
     assert count(path, "attempts") == 2 + 2
+
+
+async def test_a_record_the_database_cannot_hold_is_skipped_and_the_rest_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "log.db"
+    writer = RecordWriter(str(path))
+    records = [a_record(0), attrs.evolve(a_record(1), prompt_tokens=2**63), a_record(2)]
+    with trio.fail_after(DEADLINE_S):
+        await write_all(writer, records)
+    assert sorted(r.request_id for r in read_records(path)) == ["req-000000", "req-000002"]
+    assert writer.rows_written == 2
+    assert "request req-000001: its record cannot be written" in caplog.text
+
+
+async def test_shutdown_stops_retrying_a_database_that_stays_locked(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: trio.testing.MockClock,
+    batch_failures: BatchFailures,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While serving, a locked database is waited for; once closing, a broken one must
+    not hold the process forever: a few tries, then the lost ids are logged."""
+
+    def impatient_connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
+        connection = connect(path, read_only=read_only)
+        connection.execute("PRAGMA busy_timeout = 0")
+        return connection
+
+    monkeypatch.setattr(writer_module, "connect", impatient_connect)
+    path = tmp_path / "log.db"
+    writer = RecordWriter(str(path))
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            locker = sqlite3.connect(path, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")  # held until run() has given up
+            await writer.record(a_record(0))
+            writer.close()
+            pause = writer_module._RETRY_FIRST_S
+            for failures in (1, 2):
+                await batch_failures.wait_for(failures)
+                await trio.testing.wait_all_tasks_blocked()
+                clock.jump(pause)
+                pause *= 2
+            # run() returns on its own after the third failure: the nursery exits.
+    locker.close()
+    assert writer.rows_written == 0
+    assert "shutting down: 1 request records could not be written" in caplog.text
+    assert "req-000000" in caplog.text

@@ -45,6 +45,7 @@ _INSERT_ATTEMPT = """
 _PRUNE_EVERY_S = 3600.0
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
+_RETRIES_WHEN_CLOSING = 3
 
 
 class RecordWriter:
@@ -64,6 +65,7 @@ class RecordWriter:
         """Request rows written since start (attempt rows are not counted)."""
         self.rows_pruned = 0
         self._progress = trio.Event()
+        self._closing = False
 
     @property
     def queue_depth(self) -> int:
@@ -89,6 +91,7 @@ class RecordWriter:
 
     def close(self) -> None:
         """No more records: the writer drains what is queued, then ends."""
+        self._closing = True
         self._send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -115,15 +118,36 @@ class RecordWriter:
 
     def _open(self) -> sqlite3.Connection:
         connection = connect(self.path)
-        migrate(connection)
+        try:
+            migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     async def _write(self, connection: sqlite3.Connection, batch: Sequence[RequestRecord]) -> None:
+        """Write ``batch``; a database that refuses (locked, full) is tried again and again.
+
+        While serving, the retries go on: the channel fills and requests wait, which is
+        better than losing their records. Once shutting down they stop after a few,
+        so a broken disk cannot hold the process forever; what is lost is logged.
+        """
         pause = _RETRY_FIRST_S
+        failures = 0
         while True:
             try:
                 await trio.to_thread.run_sync(_write_batch, connection, batch)
-            except sqlite3.Error as exc:
+            except sqlite3.OperationalError as exc:
+                failures += 1
+                if self._closing and failures >= _RETRIES_WHEN_CLOSING:
+                    log.error(
+                        "shutting down: %d request records could not be written to %s (%s): %s",
+                        len(batch),
+                        self.path,
+                        exc,
+                        ", ".join(record.request_id for record in batch),
+                    )
+                    return
                 log.error(
                     "writing %d request records to %s failed (%s); retrying in %.1f s",
                     len(batch),
@@ -133,11 +157,31 @@ class RecordWriter:
                 )
                 await trio.sleep(pause)
                 pause = min(pause * 2, _RETRY_MAX_S)
-            else:
-                self.rows_written += len(batch)
-                self._progress.set()
-                self._progress = trio.Event()
+            except Exception:
+                # Not the database refusing but a record it cannot hold: write the rest.
+                await self._write_one_by_one(connection, batch)
                 return
+            else:
+                self._written(len(batch))
+                return
+
+    async def _write_one_by_one(
+        self, connection: sqlite3.Connection, batch: Sequence[RequestRecord]
+    ) -> None:
+        for record in batch:
+            try:
+                await trio.to_thread.run_sync(_write_batch, connection, [record])
+            except Exception:
+                log.exception(
+                    "request %s: its record cannot be written; skipped", record.request_id
+                )
+            else:
+                self._written(1)
+
+    def _written(self, rows: int) -> None:
+        self.rows_written += rows
+        self._progress.set()
+        self._progress = trio.Event()
 
     async def _prune(self, connection: sqlite3.Connection) -> None:
         assert self._max_age_s is not None

@@ -27,7 +27,7 @@ __all__ = ["chat_completions"]
 
 log = logging.getLogger("arbstr_trio.requests")
 
-_RECORD_WAIT_S = 5.0
+_RECORD_WAIT_S = 30.0
 
 
 async def chat_completions(
@@ -56,8 +56,14 @@ async def chat_completions(
         runtime.metrics.observe(record)
         # Shielded: a request cut short by shutdown is recorded too; bounded, in case
         # the writer is far behind.
-        with trio.CancelScope(shield=True), trio.move_on_after(_RECORD_WAIT_S):
+        with trio.CancelScope(shield=True), trio.move_on_after(_RECORD_WAIT_S) as waited:
             await runtime.writer.record(record)
+        if waited.cancelled_caught:
+            log.error(
+                "%s: the request log is over %.0f s behind; this request is not recorded",
+                exchange.request_id,
+                _RECORD_WAIT_S,
+            )
 
 
 def _timeout_ms(scope: Scope, configured_ms: int) -> int:
