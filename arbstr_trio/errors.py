@@ -8,7 +8,8 @@ and the web layer turns any of them into the OpenAI error envelope
     ├── ClientError                     400     invalid_request_error
     │   ├── RequestTooLarge             413     invalid_request_error
     │   ├── ModelNotFound               404     invalid_request_error
-    │   ├── RouteNotFound               404     invalid_request_error
+    │   ├── NotFound                    404     invalid_request_error
+    │   │   └── RouteNotFound           404       no such endpoint
     │   └── MethodNotAllowed            405     invalid_request_error
     ├── UpstreamRejected                4xx     (the provider's own error, passed back)
     ├── RateLimited                     429     rate_limit_error (+ Retry-After)
@@ -43,6 +44,7 @@ __all__ = [
     "MethodNotAllowed",
     "ModelNotFound",
     "NoHealthyProvider",
+    "NotFound",
     "Overloaded",
     "RateLimited",
     "RequestTooLarge",
@@ -122,9 +124,15 @@ class ModelNotFound(ClientError):
     default_code = "model_not_found"
 
 
-class RouteNotFound(ClientError):
+class NotFound(ClientError):
+    """What the URL names does not exist: an endpoint, a logged request."""
+
     status = 404
     default_code = "not_found"
+
+
+class RouteNotFound(NotFound):
+    pass
 
 
 class MethodNotAllowed(ClientError):

@@ -20,6 +20,7 @@ from arbstr_trio.config.models import Config
 from arbstr_trio.engine import Engine
 from arbstr_trio.health.board import HealthBoard
 from arbstr_trio.metrics import Metrics
+from arbstr_trio.store.reader import RequestLog
 from arbstr_trio.store.writer import RecordWriter
 from arbstr_trio.upstream import Upstream
 
@@ -37,6 +38,8 @@ class Runtime:
     catalog: ModelCatalog
     admission: Admission
     writer: RecordWriter
+    log: RequestLog
+    """The request log's read side, for /v1/stats and /v1/requests."""
     metrics: Metrics
     started_at: float = attrs.field(factory=time.time)
     """Wall-clock start, for ``/health``'s uptime."""
@@ -53,6 +56,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
+            request_log = await RequestLog.open(config.database.path)  # once migrated
             try:
                 yield Runtime(
                     config=config,
@@ -62,10 +66,12 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
                     catalog=ModelCatalog(config.providers, upstream),
                     admission=admission,
                     writer=writer,
+                    log=request_log,
                     metrics=metrics,
                 )
             finally:
                 writer.close()  # the nursery now waits for the queue to be written
+                await request_log.aclose()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
             await upstream.aclose()

@@ -20,6 +20,7 @@ from arbstr_trio.web.asgi import Header, Receive, ResponseSend, Scope, Send, sen
 from arbstr_trio.web.chat import chat_completions
 from arbstr_trio.web.info import health, list_models, list_providers
 from arbstr_trio.web.metrics import prometheus_metrics
+from arbstr_trio.web.request_log import REQUEST_PREFIX, get_request, list_requests, stats
 
 __all__ = ["App"]
 
@@ -35,6 +36,12 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/health": {"GET": health},
     "/providers": {"GET": list_providers},
     "/metrics": {"GET": prometheus_metrics},
+    "/v1/stats": {"GET": stats},
+    "/v1/requests": {"GET": list_requests},
+}
+PREFIX_ROUTES: dict[str, dict[str, Handler]] = {
+    # The path's one segment after the prefix is the handler's parameter.
+    REQUEST_PREFIX: {"GET": get_request},  # /v1/requests/{id}
 }
 
 
@@ -111,7 +118,7 @@ class App:
 
 
 def _route(path: str, method: str) -> Handler:
-    methods = ROUTES.get(path)
+    methods = ROUTES.get(path) or _prefix_route(path)
     if methods is None:
         raise RouteNotFound(f"no such endpoint: {method} {path}")
     handler = methods.get(method)
@@ -122,6 +129,14 @@ def _route(path: str, method: str) -> Handler:
             headers=[(b"allow", allowed.encode())],
         )
     return handler
+
+
+def _prefix_route(path: str) -> dict[str, Handler] | None:
+    for prefix, methods in PREFIX_ROUTES.items():
+        segment = path.removeprefix(prefix)
+        if segment != path and segment and "/" not in segment:
+            return methods
+    return None
 
 
 async def _send_error(send: ResponseSend, error: ArbstrError, exchange: Exchange) -> None:
