@@ -17,7 +17,7 @@ from arbstr_trio.attempts import AttemptRecord
 from arbstr_trio.chat_request import ChatRequest
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import Usage, cost_msat
-from arbstr_trio.routing import Candidate, provider_rates
+from arbstr_trio.routing import Candidate
 from arbstr_trio.store.records import CLIENT_GONE_STATUS, AttemptRow, RequestRecord
 
 __all__ = ["RequestTrail"]
@@ -96,7 +96,7 @@ class RequestTrail:
         if self.usage is None or not self.candidates:
             return None
         usage = self.usage
-        return max(cost_msat(provider_rates(c.provider), usage) for c in self.candidates)
+        return max(cost_msat(candidate.rates, usage) for candidate in self.candidates)
 
 
 def _row(exchange: Exchange, attempt: AttemptRecord) -> AttemptRow:

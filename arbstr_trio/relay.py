@@ -19,7 +19,6 @@ from arbstr_trio.engine import Answer
 from arbstr_trio.errors import UpstreamError
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import Usage, cost_msat, format_sats, msat_to_sats
-from arbstr_trio.routing import provider_rates
 from arbstr_trio.sse import SSEDecoder
 from arbstr_trio.stream_rewriter import StreamRewriter
 from arbstr_trio.web.asgi import Header, Send
@@ -42,7 +41,7 @@ class Outcome:
 def answer_cost(answer: Answer, usage: Usage | None) -> int | None:
     if usage is None:
         return None
-    return cost_msat(provider_rates(answer.candidate.provider), usage)
+    return cost_msat(answer.candidate.rates, usage)
 
 
 def arbstr_headers(exchange: Exchange, answer: Answer, *, latency_ms: int) -> list[Header]:

@@ -19,13 +19,15 @@ from arbstr_trio.config.models import ProviderConfig
 from arbstr_trio.errors import ModelNotFound
 from arbstr_trio.pricing import Rates, Usage, cost_msat
 
-__all__ = ["Candidate", "provider_rates", "rank_candidates"]
+__all__ = ["Candidate", "rank_candidates", "rates_for"]
 
 
 @attrs.frozen
 class Candidate:
     provider: ProviderConfig
     upstream_model: str
+    rates: Rates
+    """What this provider charges for this model: what the answer will be priced at."""
     estimated_cost_msat: int
 
     @property
@@ -33,8 +35,19 @@ class Candidate:
         return self.provider.name
 
 
-def provider_rates(provider: ProviderConfig) -> Rates:
-    return Rates(provider.input_rate, provider.output_rate, provider.base_fee)
+def rates_for(provider: ProviderConfig, model: str) -> Rates:
+    """``provider``'s prices for ``model`` (as the client names it, or as the provider
+    does): its ``model_rates`` entry where it has one, its own rates for the rest."""
+    own = provider.model_rates.get(model) or provider.model_rates.get(
+        provider.upstream_model(model)
+    )
+    if own is None:
+        return Rates(provider.input_rate, provider.output_rate, provider.base_fee)
+    return Rates(
+        provider.input_rate if own.input_rate is None else own.input_rate,
+        provider.output_rate if own.output_rate is None else own.output_rate,
+        provider.base_fee if own.base_fee is None else own.base_fee,
+    )
 
 
 def rank_candidates(
@@ -53,13 +66,16 @@ def rank_candidates(
         )
     prompt, completion = request.expected_tokens(default_completion_tokens)
     expected = Usage(prompt, completion)
-    candidates = [
-        Candidate(
-            provider=provider,
-            upstream_model=provider.upstream_model(request.model),
-            estimated_cost_msat=cost_msat(provider_rates(provider), expected),
+    candidates = []
+    for provider in eligible:
+        rates = rates_for(provider, request.model)
+        candidates.append(
+            Candidate(
+                provider=provider,
+                upstream_model=provider.upstream_model(request.model),
+                rates=rates,
+                estimated_cost_msat=cost_msat(rates, expected),
+            )
         )
-        for provider in eligible
-    ]
     candidates.sort(key=lambda candidate: (candidate.estimated_cost_msat, candidate.name))
     return candidates

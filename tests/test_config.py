@@ -322,3 +322,23 @@ def test_ca_bundle_must_be_readable(tmp_path: Path) -> None:
     assert problems(f'[upstream]\nca_bundle = "{missing}"\n') == [
         f"$.upstream.ca_bundle: {str(missing)!r} is not a readable file"
     ]
+
+
+def test_model_rates_override_the_providers_rates_per_model() -> None:
+    text = provider() + 'models = ["a", "b"]\nmodel_rates = { a = { output_rate = 9 } }\n'
+    [loaded] = parse_config(text).config.providers
+    assert loaded.model_rates["a"].output_rate == Decimal(9)
+    assert loaded.model_rates["a"].input_rate is None  # the provider's own
+
+
+def test_model_rates_must_name_a_served_model_and_be_tables() -> None:
+    text = provider() + 'models = ["a"]\nmodel_rates = { z = { input_rate = 1 }, a = 5 }\n'
+    assert problems(text) == [
+        "$.providers[0].model_rates['a']: must be a table, not an integer",
+    ]
+    text = provider() + 'models = ["a"]\nmodel_rates = { z = { input_rate = -1 } }\n'
+    assert problems(text) == ["$.providers[0].model_rates['z'].input_rate: must be >= 0"]
+    text = provider() + 'models = ["a"]\nmodel_rates = { z = { input_rate = 1 } }\n'
+    assert problems(text) == [
+        "$.providers[0].model_rates['z']: provider 'alpha' does not serve this model"
+    ]

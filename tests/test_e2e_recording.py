@@ -10,7 +10,7 @@ import orjson
 import trio
 
 from arbstr_trio.pricing import Usage, cost_msat, format_sats
-from arbstr_trio.routing import provider_rates
+from arbstr_trio.routing import rates_for
 from arbstr_trio.server import Started
 from tests.conftest import (
     TWO_PROVIDERS,
@@ -126,8 +126,8 @@ async def test_each_kind_of_ending_leaves_exactly_one_true_row() -> None:
         usage.completion_tokens,
     )
     assert format_sats(row["cost_msat"]) == answered.headers["x-arbstr-cost-sats"]
-    assert row["cost_msat"] == cost_msat(provider_rates(alpha), usage)
-    assert row["max_cost_msat"] == cost_msat(provider_rates(beta), usage)  # the saving's base
+    assert row["cost_msat"] == cost_msat(rates_for(alpha, "gpt-4o-mini"), usage)
+    assert row["max_cost_msat"] == cost_msat(rates_for(beta, "gpt-4o-mini"), usage)
     assert row["usage_missing"] == 0
     assert outcomes(row) == [("alpha", "ok")]
     assert row["latency_ms"] >= row["ttfb_ms"] >= 0
@@ -184,3 +184,31 @@ async def test_each_kind_of_ending_leaves_exactly_one_true_row() -> None:
     assert row["error_type"] == "client_disconnected"
     assert row["cost_msat"] is None  # the usage chunk never came: unknown, not guessed
     assert row["usage_missing"] == 1
+
+
+async def test_a_model_priced_apart_is_charged_and_recorded_at_its_own_rates() -> None:
+    config = TWO_PROVIDERS.replace(
+        "input_rate = 150\noutput_rate = 600\n",
+        "input_rate = 150\noutput_rate = 600\n"
+        'model_rates = { "gpt-4o" = { input_rate = 2500, output_rate = 10000 } }\n',
+    )
+    async with running_proxy(config) as started:
+        sdk = openai_client(started)
+        answered = await sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+        completion = answered.parse()
+        await sdk.close()
+        with trio.fail_after(5):
+            await started.runtime.writer.flushed(1)
+        [row] = rows(started).values()
+    # alpha's gpt-4o now costs more than beta's: beta answers, alpha is the saving's base.
+    assert answered.headers["x-arbstr-provider"] == "beta"
+    assert completion.usage is not None
+    usage = Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    alpha = started.config.provider("alpha")
+    beta = started.config.provider("beta")
+    assert format_sats(row["cost_msat"]) == answered.headers["x-arbstr-cost-sats"]
+    assert row["cost_msat"] == cost_msat(rates_for(beta, "gpt-4o"), usage)
+    assert row["max_cost_msat"] == cost_msat(rates_for(alpha, "gpt-4o"), usage)
+    assert rates_for(alpha, "gpt-4o").output_rate == 10000

@@ -112,3 +112,34 @@ def test_prompt_estimate_grows_with_content() -> None:
     )
     assert long - short == 990
     assert parts == long + 85
+
+
+PER_MODEL = """
+[[providers]]
+name = "flat"
+url = "http://a.example/v1"
+models = ["small", "large"]
+input_rate = 500
+output_rate = 500
+
+[[providers]]
+name = "tiered"
+url = "http://b.example/v1"
+models = ["small", "large"]
+input_rate = 100
+output_rate = 100
+model_rates = { large = { input_rate = 5000, output_rate = 20000 } }
+"""
+
+
+def test_a_provider_that_prices_models_differently_is_ranked_per_model() -> None:
+    config = parse_config(PER_MODEL).config
+
+    def ranked(model: str) -> list[tuple[str, int, int]]:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+        request = parse_chat_request(orjson.dumps(body))
+        candidates = rank_candidates(config.providers, request, default_completion_tokens=256)
+        return [(c.name, int(c.rates.input_rate), int(c.rates.output_rate)) for c in candidates]
+
+    assert ranked("small") == [("tiered", 100, 100), ("flat", 500, 500)]
+    assert ranked("large") == [("flat", 500, 500), ("tiered", 5000, 20000)]

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import cattrs
 import cattrs.cols
+import cattrs.gen
 from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
@@ -349,6 +350,18 @@ def _table_array_hook(type_: Any, converter: cattrs.Converter) -> Any:
     return structure
 
 
+def _table_hook(type_: Any, converter: cattrs.Converter) -> Any:
+    """A TOML table for one of our attrs classes: a table first, then its keys."""
+    structure_fields = cattrs.gen.make_dict_structure_fn(type_, converter)
+
+    def structure(value: object, _type: object) -> object:
+        if not isinstance(value, dict):
+            raise _Invalid(f"must be a table, not {_toml_type(value)}")
+        return structure_fields(value, _type)
+
+    return structure
+
+
 def _build_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     converter.register_structure_hook(str, _check_str)
@@ -370,6 +383,9 @@ def _build_converter() -> cattrs.Converter:
         lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _enum_hook
     )
     converter.register_structure_hook_factory(_is_table_array, _table_array_hook)
+    converter.register_structure_hook_factory(
+        lambda t: attrs.has(t) and t.__module__ == Config.__module__, _table_hook
+    )
     return converter
 
 
@@ -424,6 +440,14 @@ def _cross_checks(config: Config) -> list[str]:
             )
         else:
             first_seen[provider.name] = index
+    for index, provider in enumerate(config.providers):
+        problems.extend(
+            f"$.providers[{index}].model_rates[{model!r}]: "
+            f"provider {provider.name!r} does not serve this model"
+            for model in provider.model_rates
+            if not provider.serves_any_model
+            and not (provider.serves(model) or model in provider.model_map.values())
+        )
     ca_bundle = config.upstream.ca_bundle
     if ca_bundle and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
         problems.append(f"$.upstream.ca_bundle: {ca_bundle!r} is not a readable file")

@@ -118,6 +118,16 @@ class DatabaseConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ModelRates:
+    """One model's prices at a provider that prices its models differently; a rate left
+    out is the provider's own."""
+
+    input_rate: Rate | None = None
+    output_rate: Rate | None = None
+    base_fee: Rate | None = None
+
+
+@attrs.frozen(kw_only=True)
 class ProviderConfig:
     name: str
     url: HttpUrl
@@ -130,6 +140,8 @@ class ProviderConfig:
     input_rate: Rate = _FREE
     output_rate: Rate = _FREE
     base_fee: Rate = _FREE
+    model_rates: Mapping[str, ModelRates] = attrs.field(factory=dict)
+    """Model (as clients ask for it) -> its own rates at this provider."""
     tier: Tier = Tier.STANDARD
     requests_per_minute: PositiveInt | None = None
     requests_per_day: PositiveInt | None = None
