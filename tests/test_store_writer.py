@@ -403,22 +403,27 @@ def batch_failures() -> Iterator[BatchFailures]:
         logger.removeHandler(handler)
 
 
-async def test_a_failed_batch_is_retried_until_written_and_nothing_is_lost(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    clock: trio.testing.MockClock,
-    batch_failures: BatchFailures,
-) -> None:
-    """Another connection holds the database locked: every write fails until it lets go."""
+@pytest.fixture
+def impatient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's 5 s busy timeout would make each failed attempt take 5 real
+    seconds; with none, a locked database fails the batch at once."""
 
     def impatient_connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
-        # The writer's 5 s busy timeout would make each failed attempt take 5 real
-        # seconds; with none, a locked database fails the batch at once.
         connection = connect(path, read_only=read_only)
         connection.execute("PRAGMA busy_timeout = 0")
         return connection
 
     monkeypatch.setattr(writer_module, "connect", impatient_connect)
+
+
+@pytest.mark.usefixtures("impatient")
+async def test_a_failed_batch_is_retried_until_written_and_nothing_is_lost(
+    tmp_path: Path,
+    clock: trio.testing.MockClock,
+    batch_failures: BatchFailures,
+) -> None:
+    """Another connection holds the database locked: every write fails until it lets go."""
+
     path = tmp_path / "log.db"
     writer = RecordWriter(str(path))
     with trio.fail_after(DEADLINE_S):
@@ -480,9 +485,9 @@ async def test_a_record_the_database_cannot_hold_is_skipped_and_the_rest_written
     assert "request req-000001: its record cannot be written" in caplog.text
 
 
+@pytest.mark.usefixtures("impatient")
 async def test_shutdown_stops_retrying_a_database_that_stays_locked(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     clock: trio.testing.MockClock,
     batch_failures: BatchFailures,
     caplog: pytest.LogCaptureFixture,
@@ -490,12 +495,6 @@ async def test_shutdown_stops_retrying_a_database_that_stays_locked(
     """While serving, a locked database is waited for; once closing, a broken one must
     not hold the process forever: a few tries, then the lost ids are logged."""
 
-    def impatient_connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
-        connection = connect(path, read_only=read_only)
-        connection.execute("PRAGMA busy_timeout = 0")
-        return connection
-
-    monkeypatch.setattr(writer_module, "connect", impatient_connect)
     path = tmp_path / "log.db"
     writer = RecordWriter(str(path))
     with trio.fail_after(DEADLINE_S):
