@@ -243,6 +243,7 @@ async def test_external_hypercorn_serves_the_same_app(tmp_path: Path) -> None:
                 ],
                 env=env,
                 stderr=subprocess.PIPE,
+                cwd=tmp_path,  # where the config's default ./arbstr.db goes
             )
             try:
                 assert process.stderr is not None
