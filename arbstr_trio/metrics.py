@@ -58,6 +58,7 @@ NO_PROVIDER = "none"
 """The ``provider`` label of a request no provider answered."""
 NO_MODEL = "none"
 OTHER_MODEL = "other"
+_MAX_OTHER_MODELS = 100
 
 
 class Metrics:
@@ -72,9 +73,11 @@ class Metrics:
         writer: RecordWriter,
     ) -> None:
         self.registry = CollectorRegistry()
-        self._known_models = frozenset(
+        self._known_models: frozenset[str] = frozenset(
             model for p in config.providers for model in (*p.models, *p.model_map)
         )
+        self._answered_models: set[str] = set()
+        """Models outside the config that a provider answered for, up to a bound."""
         self._requests = Counter(
             "arbstr_requests",
             "Chat requests finished, by the provider that answered, model and HTTP status.",
@@ -172,10 +175,17 @@ class Metrics:
         return prometheus_client.generate_latest(self.registry)
 
     def _model_label(self, record: RequestRecord) -> str:
+        """The model as a label: configured models, and up to a bound of others that a
+        provider answered for (an any-model provider answers whatever a client invents,
+        and every label value is a series kept for the life of the process)."""
         model = record.model
         if model is None:
             return NO_MODEL
-        if record.provider is not None or model in self._known_models:
+        if model in self._known_models:
+            return model
+        if record.provider is not None and len(self._answered_models) < _MAX_OTHER_MODELS:
+            self._answered_models.add(model)
+            self._known_models = self._known_models | {model}
             return model
         return OTHER_MODEL
 

@@ -121,7 +121,12 @@ async def test_provider_refusing_our_key_is_502_not_401() -> None:
 
 async def test_provider_rate_limit_is_429_with_retry_after() -> None:
     async with running_proxy(TWO_PROVIDERS) as started, http_client(started) as client:
-        response = await post(client, chat_body(), **{"x-mock": "status=429; retry_after=7"})
+        # Both providers cool down for 7 s, past this request's 2 s: 429 at once, with
+        # the soonest recovery. (Inside its deadline, it would wait for it instead.)
+        headers = {"x-mock": "status=429; retry_after=7", "x-arbstr-deadline-ms": "2000"}
+        start = trio.current_time()
+        response = await post(client, chat_body(), **headers)
+        assert trio.current_time() - start < 1.0
         assert_envelope(response, 429, "rate_limited")
         assert response.headers["retry-after"] == "7"
 

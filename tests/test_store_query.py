@@ -290,3 +290,18 @@ def test_a_cursor_with_another_sort_is_refused_naming_cursor() -> None:
     error = refused([("cursor", cursor)], listing=True)  # the default sort is -started_at
     assert error.param == "cursor"
     assert "sort=-latency_ms" in error.message
+
+
+@pytest.mark.parametrize(
+    ("param", "text"), [("until", "0001-01-01"), ("since", "0001-01-01T00:00:00+01:00")]
+)
+def test_an_instant_no_answer_could_show_is_refused_naming_it(param: str, text: str) -> None:
+    error = refused([(param, text)], listing=True)
+    assert error.param == param
+    assert "between 1970 and 9999" in error.message
+
+
+def test_a_cursor_past_what_sqlite_can_bind_is_refused_naming_cursor() -> None:
+    sort = parse_list_query([], NOW).sort
+    for cursor in (Cursor(sort, 1, 2**63), Cursor(sort, 2**63, 1)):
+        assert refused([("cursor", cursor.encode())], listing=True).param == "cursor"

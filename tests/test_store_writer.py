@@ -515,3 +515,23 @@ async def test_shutdown_stops_retrying_a_database_that_stays_locked(
     assert writer.rows_written == 0
     assert "shutting down: 1 request records could not be written" in caplog.text
     assert "req-000000" in caplog.text
+
+
+def test_a_commit_refused_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Without WAL (some file systems), a reader's lock makes COMMIT itself fail: the batch
+    must end rolled back, or every retry after it fails inside the stale transaction."""
+    path = tmp_path / "log.db"
+    writer_connection = connect(str(path))
+    migrate(writer_connection)
+    writer_connection.execute("PRAGMA journal_mode = DELETE")
+    writer_connection.execute("PRAGMA busy_timeout = 0")
+    with closing(sqlite3.connect(path, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM requests").fetchone()  # holds a shared lock
+        with pytest.raises(sqlite3.OperationalError):
+            writer_module._write_batch(writer_connection, [a_record(0)])
+        assert not writer_connection.in_transaction
+        reader.execute("COMMIT")
+    writer_module._write_batch(writer_connection, [a_record(0)])  # the retry succeeds
+    writer_connection.close()
+    assert count(path) == 1

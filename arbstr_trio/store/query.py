@@ -195,6 +195,16 @@ def parse_list_query(params: Iterable[tuple[str, str]], now: float) -> ListQuery
     )
 
 
+_YEAR_10000 = 253_402_300_800.0
+"""Unix seconds at 10000-01-01Z: past it (or before 1970) no answer could say the date."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+"""What SQLite can bind: a cursor past it was not made by us."""
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
 def parse_instant(text: str) -> float:
     """An ISO 8601 date or date-time as Unix seconds; naive means UTC.
 
@@ -213,7 +223,10 @@ def parse_instant(text: str) -> float:
         moment = datetime.fromisoformat(f"{head}+{tail}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    seconds = moment.timestamp()
+    if not 0 <= seconds < _YEAR_10000:
+        raise _OutOfRange("must fall between 1970 and 9999 (UTC)")
+    return seconds
 
 
 def _collect(params: Iterable[tuple[str, str]], known: tuple[str, ...]) -> dict[str, str]:
@@ -277,6 +290,8 @@ def _filters(values: Mapping[str, str]) -> Filters:
 def _instant(text: str) -> float:
     try:
         return parse_instant(text)
+    except _OutOfRange:
+        raise
     except (ValueError, OverflowError):
         raise ValueError(
             "not an ISO 8601 date or time (e.g. 2024-05-01, 2024-05-01T12:00:00Z)"
@@ -340,7 +355,9 @@ def _is_cursor(decoded: Any) -> bool:
     return (
         isinstance(spec, str)
         and (value is None or (type(value) in (int, float) and math.isfinite(value)))
+        and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
         and type(row_id) is int
+        and _INT64_MIN <= row_id <= _INT64_MAX
     )
 
 

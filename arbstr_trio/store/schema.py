@@ -7,9 +7,12 @@ is always at a whole version, and a new column never needs a manual step.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "connect", "migrate"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: requests and their attempts.
@@ -81,7 +84,14 @@ def connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # WAL: readers never block the writer nor it them; NORMAL is durable across a
         # process crash (only a power loss can lose the last transactions).
-        connection.execute("PRAGMA journal_mode = WAL")
+        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode != "wal":
+            log.warning(
+                "%s: this file system does not support SQLite's WAL journal (%s instead): "
+                "reading the request log will block writing it",
+                path,
+                mode,
+            )
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA foreign_keys = ON")
     connection.execute("PRAGMA busy_timeout = 5000")

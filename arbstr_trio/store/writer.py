@@ -76,7 +76,7 @@ class RecordWriter:
         """Hand over a finished request's record; waits only if the writer is far behind."""
         try:
             await self._send.send(record)
-        except trio.ClosedResourceError:
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
             # Only a request still running when shutdown's grace period ended gets here.
             log.error(
                 "request %s ended after the request log closed: not recorded", record.request_id
@@ -246,10 +246,11 @@ def _write_batch(connection: sqlite3.Connection, batch: Sequence[RequestRecord])
                         for seq, a in enumerate(record.attempts)
                     ],
                 )
+        connection.execute("COMMIT")  # inside: a COMMIT refused (busy) leaves it open
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
 
 
 def _prune_before(connection: sqlite3.Connection, cutoff: float) -> int:
@@ -260,10 +261,11 @@ def _prune_before(connection: sqlite3.Connection, cutoff: float) -> int:
             (cutoff,),
         )
         pruned = connection.execute("DELETE FROM requests WHERE started_at < ?", (cutoff,)).rowcount
+        connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
     return int(pruned)
 
 
