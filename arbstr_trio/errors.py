@@ -11,6 +11,9 @@ and the web layer turns any of them into the OpenAI error envelope
     │   ├── NotFound                    404     invalid_request_error
     │   │   └── RouteNotFound           404       no such endpoint
     │   └── MethodNotAllowed            405     invalid_request_error
+    ├── AuthenticationError             401     authentication_error
+    │   ├── MissingApiKey               401       no client key (+ WWW-Authenticate)
+    │   └── InvalidApiKey               403       a key that is not configured
     ├── UpstreamRejected                4xx     (the provider's own error, passed back)
     ├── RateLimited                     429     rate_limit_error (+ Retry-After)
     ├── Unavailable                     503     service_unavailable (+ Retry-After)
@@ -26,7 +29,7 @@ and the web layer turns any of them into the OpenAI error envelope
     └── InternalError                   500     server_error
 
 Messages are written for the person reading the client's logs: they say what was wrong
-and, where it helps, what to do. They never contain a provider's key.
+and, where it helps, what to do. They never contain a provider's key, nor a client's.
 """
 
 from __future__ import annotations
@@ -38,10 +41,13 @@ import orjson
 
 __all__ = [
     "ArbstrError",
+    "AuthenticationError",
     "ClientError",
     "DeadlineExceeded",
     "InternalError",
+    "InvalidApiKey",
     "MethodNotAllowed",
+    "MissingApiKey",
     "ModelNotFound",
     "NoHealthyProvider",
     "NotFound",
@@ -138,6 +144,27 @@ class RouteNotFound(NotFound):
 class MethodNotAllowed(ClientError):
     status = 405
     default_code = "method_not_allowed"
+
+
+class AuthenticationError(ArbstrError):
+    """The client did not prove it may use the proxy (``[[keys]]`` are configured)."""
+
+    status = 401
+    type = "authentication_error"
+    default_code = "authentication_failed"
+
+
+class MissingApiKey(AuthenticationError):
+    default_code = "missing_api_key"
+
+    def __init__(self, message: str) -> None:
+        # RFC 9110 11.6.1: a 401 names the scheme that would be accepted.
+        super().__init__(message, headers=[(b"www-authenticate", b"Bearer")])
+
+
+class InvalidApiKey(AuthenticationError):
+    status = 403
+    default_code = "invalid_api_key"
 
 
 class RateLimited(ArbstrError):

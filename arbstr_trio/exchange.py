@@ -34,6 +34,9 @@ class Exchange:
     """The client disconnected before the answer was complete."""
     attempts: list[AttemptRecord] = attrs.field(factory=list)
     """Every attempt made for this request, in order, as the engine records them."""
+    client_key: str | None = None
+    """The *name* of the client key the request was admitted with (None: no keys configured
+    or a public endpoint); the key itself is never kept here."""
 
     def __attrs_post_init__(self) -> None:
         if not self.idempotency_key:

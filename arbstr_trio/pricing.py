@@ -17,7 +17,15 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Rates", "Usage", "cost_msat", "format_sats", "msat_to_sats", "usage_from_json"]
+__all__ = [
+    "Rates",
+    "Usage",
+    "cost_msat",
+    "format_sats",
+    "msat_to_sats",
+    "rate_to_json",
+    "usage_from_json",
+]
 
 _MSAT_PER_SAT = 1000
 _TOKENS_PER_RATE_UNIT = 1_000_000
@@ -59,6 +67,11 @@ def format_sats(msat: int) -> str:
 def msat_to_sats(msat: int) -> float:
     """For JSON bodies: the nearest float to the exact decimal, so ``12.345`` prints as such."""
     return float(format_sats(msat))
+
+
+def rate_to_json(value: Decimal) -> int | float:
+    """A configured rate for JSON bodies: ``2500`` stays an integer, ``0.5`` a float."""
+    return int(value) if value == value.to_integral_value() else float(value)
 
 
 def usage_from_json(usage: object) -> Usage | None:

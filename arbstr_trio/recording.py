@@ -89,6 +89,7 @@ class RequestTrail:
             if streaming and self.headers_at is not None
             else None,
             attempts=tuple(_row(exchange, attempt) for attempt in exchange.attempts),
+            client_key=exchange.client_key,
         )
 
     def _dearest_cost(self) -> int | None:

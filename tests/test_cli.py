@@ -83,7 +83,7 @@ def test_version() -> None:
 
 
 def test_help_for_every_command() -> None:
-    for command in ("serve", "check", "mock-upstream"):
+    for command in ("serve", "check", "providers", "init", "mock-upstream"):
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "usage: arbstr-trio" in result.stdout

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import trio
+import trio.testing
 
 from arbstr_trio.pricing import Usage, cost_msat, format_sats
 from arbstr_trio.routing import rates_for
@@ -212,3 +215,35 @@ async def test_a_model_priced_apart_is_charged_and_recorded_at_its_own_rates() -
     assert row["cost_msat"] == cost_msat(rates_for(beta, "gpt-4o"), usage)
     assert row["max_cost_msat"] == cost_msat(rates_for(alpha, "gpt-4o"), usage)
     assert rates_for(alpha, "gpt-4o").output_rate == 10000
+
+
+async def test_a_request_cut_short_by_shutdown_is_recorded_as_such(tmp_path: Path) -> None:
+    database = tmp_path / "log.db"
+    config = (
+        TWO_PROVIDERS.replace(
+            'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\ngraceful_shutdown_ms = 200'
+        )
+        + f'\n[database]\npath = "{database}"\n'
+    )
+    async with trio.open_nursery() as clients, running_proxy(config) as started:
+
+        async def slow() -> None:
+            # Its own client, still connected when the proxy shuts down around it.
+            async with httpx.AsyncClient(base_url=started.url, timeout=10.0) as client:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.post(
+                        "/v1/chat/completions",
+                        json=chat_body(),
+                        headers={"x-request-id": "cut", "x-mock": "latency_ms=10000"},
+                    )
+
+        clients.start_soon(slow)
+        with trio.fail_after(5):
+            while not started.mocks["alpha"].received:
+                await trio.testing.wait_all_tasks_blocked()
+    # Leaving the block shut the proxy down: 200 ms of grace, then the request was cut.
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        row = db.execute(
+            "SELECT status, success, error_type FROM requests WHERE request_id = 'cut'"
+        ).fetchone()
+    assert row == (503, 0, "shutdown")

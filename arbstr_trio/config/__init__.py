@@ -3,6 +3,8 @@
 from arbstr_trio.config.apikey import ApiKey, KeySource
 from arbstr_trio.config.load import ConfigError, LoadedConfig, load_config, parse_config
 from arbstr_trio.config.models import (
+    AuthConfig,
+    ClientKey,
     Config,
     DatabaseConfig,
     ListenAddress,
@@ -20,6 +22,8 @@ from arbstr_trio.config.models import (
 
 __all__ = [
     "ApiKey",
+    "AuthConfig",
+    "ClientKey",
     "Config",
     "ConfigError",
     "DatabaseConfig",

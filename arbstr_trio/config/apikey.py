@@ -9,6 +9,7 @@ masked form.
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
 import os
 import re
@@ -22,6 +23,8 @@ __all__ = [
     "MissingEnvironmentVariable",
     "ResolvedKey",
     "convention_variable",
+    "expand_or_literal",
+    "is_header_safe",
     "resolve_key",
 ]
 
@@ -52,6 +55,11 @@ class ApiKey:
     def reveal(self) -> str:
         """The key itself, for the one place that must send it."""
         return self._value
+
+    def digest(self) -> bytes:
+        """SHA-256 of the key: what client keys are matched by, so that checking one
+        compares fixed-length digests (constant time) and never the key itself."""
+        return hashlib.sha256(self._value.encode()).digest()
 
     def masked(self) -> str:
         """A recognisable prefix, safe to show: ``sk-abc...***``."""
@@ -120,6 +128,22 @@ def resolve_key(
     if configured:
         return ResolvedKey(ApiKey(configured), KeySource.LITERAL)
     return ResolvedKey(None, KeySource.NONE)
+
+
+def expand_or_literal(configured: str, environ: Mapping[str, str]) -> ResolvedKey:
+    """A client key: ``${VAR}`` expanded (a missing VAR raises), else the text as written.
+
+    Unlike :func:`resolve_key` there is no convention variable: a key that lets clients
+    in should be one somebody wrote into the config, not one picked up by name.
+    """
+    if "${" in configured:
+        return _expand(configured, environ)
+    return ResolvedKey(ApiKey(configured), KeySource.LITERAL)
+
+
+def is_header_safe(key: str) -> bool:
+    """Whether ``key`` can travel as ``Authorization: Bearer <key>`` exactly as it is."""
+    return bool(key) and key == key.strip() and all(" " <= c <= "~" for c in key)
 
 
 def _expand(template: str, env: Mapping[str, str]) -> ResolvedKey:

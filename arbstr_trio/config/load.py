@@ -37,8 +37,10 @@ from arbstr_trio.config.apikey import (
     KeySource,
     ResolvedKey,
     convention_variable,
+    is_header_safe,
     resolve_key,
 )
+from arbstr_trio.config.client_keys import check_client_keys, resolve_client_keys
 from arbstr_trio.config.models import (
     Config,
     HttpUrl,
@@ -99,7 +101,9 @@ def parse_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax error: {exc}"]) from None
     warnings: list[str] = []
-    problems = _resolve_secrets(document, os.environ if environ is None else environ, warnings)
+    env = os.environ if environ is None else environ
+    problems = _resolve_secrets(document, env, warnings)
+    problems.extend(resolve_client_keys(document, env, warnings))
     try:
         config = _converter.structure(document, Config)
     except (ClassValidationError, IterableValidationError) as exc:
@@ -149,7 +153,7 @@ def _resolve_secrets(
             problems.append(f"{path}: {exc}")
             provider["api_key"] = None  # reported once, here, not again by the converter
             continue
-        if resolved.key is not None and not _is_header_safe(resolved.key.reveal()):
+        if resolved.key is not None and not is_header_safe(resolved.key.reveal()):
             # An HTTP library would refuse it later, quoting the value in its error.
             problems.append(
                 f"{path}: must be printable characters with no spaces at either end "
@@ -162,11 +166,6 @@ def _resolve_secrets(
         provider["api_key"] = resolved.key
         provider["key_source"] = resolved.source
     return problems
-
-
-def _is_header_safe(key: str) -> bool:
-    """Whether ``key`` can go in ``Authorization: Bearer <key>`` as it is."""
-    return bool(key) and key == key.strip() and all(" " <= c <= "~" for c in key)
 
 
 def _literal_key_warning(name: str, resolved: ResolvedKey) -> str:
@@ -462,4 +461,5 @@ def _cross_checks(config: Config) -> list[str]:
             )
         else:
             rule_names[rule.name] = index
+    problems.extend(check_client_keys(config.keys))
     return problems

@@ -19,7 +19,9 @@ from arbstr_trio.config.apikey import ApiKey, KeySource
 from arbstr_trio.mock.behaviour import MockBehaviour
 
 __all__ = [
+    "AuthConfig",
     "BreakerConfig",
+    "ClientKey",
     "Config",
     "DatabaseConfig",
     "HttpUrl",
@@ -231,6 +233,25 @@ class UpstreamConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ClientKey:
+    """A key a client presents to use the proxy; only its ``name`` is ever recorded."""
+
+    name: str
+    key: ApiKey
+    key_source: KeySource = attrs.field(default=KeySource.LITERAL, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class AuthConfig:
+    """Which endpoints stay open when ``[[keys]]`` are configured (without keys, all are)."""
+
+    public_health: bool = True
+    """``/health`` without a key: load balancers and orchestrators probe it bare."""
+    public_metrics: bool = True
+    """``/metrics`` without a key: Prometheus scrapers rarely carry one."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -242,6 +263,9 @@ class Config:
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
+    keys: tuple[ClientKey, ...] = ()
+    """Client keys; with none, the proxy is open to whoever can reach it."""
+    auth: AuthConfig = AuthConfig()
 
     def provider(self, name: str) -> ProviderConfig:
         for provider in self.providers:

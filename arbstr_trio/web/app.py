@@ -1,7 +1,8 @@
 """The ASGI application: a route table, the error envelope, and the lifespan.
 
 Every HTTP request gets an :class:`Exchange` (its id and clock) before anything else,
-so every answer, errors included, carries ``x-arbstr-request-id``. Every failure ends
+so every answer, errors included, carries ``x-arbstr-request-id``; then the client-key
+gate (:mod:`arbstr_trio.web.auth`), before any route is looked up. Every failure ends
 here: an :class:`ArbstrError` becomes its envelope and status; anything else is a bug
 of ours, logged with its traceback on the server and answered as a 500 that says only
 the request id. A client never sees a traceback.
@@ -17,7 +18,9 @@ from arbstr_trio.errors import ArbstrError, InternalError, MethodNotAllowed, Rou
 from arbstr_trio.exchange import Exchange, request_id_from_headers
 from arbstr_trio.runtime import Runtime
 from arbstr_trio.web.asgi import Header, Receive, ResponseSend, Scope, Send, send_bytes
+from arbstr_trio.web.auth import Gate
 from arbstr_trio.web.chat import chat_completions
+from arbstr_trio.web.cost import estimate_cost
 from arbstr_trio.web.info import health, list_models, list_providers
 from arbstr_trio.web.metrics import prometheus_metrics
 from arbstr_trio.web.request_log import REQUEST_PREFIX, get_request, list_requests, stats
@@ -32,6 +35,7 @@ RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
 
 ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/chat/completions": {"POST": chat_completions},
+    "/v1/cost": {"POST": estimate_cost},
     "/v1/models": {"GET": list_models},
     "/health": {"GET": health},
     "/providers": {"GET": list_providers},
@@ -58,6 +62,7 @@ class App:
     ) -> None:
         self._runtime = runtime
         self._runtime_factory = runtime_factory
+        self._gate: Gate | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -73,9 +78,12 @@ class App:
         exchange = Exchange(request_id_from_headers(scope["headers"]), scope["headers"])
         tracked = ResponseSend(send, exchange.request_id)
         try:
-            handler = _route(scope["path"], scope["method"])
             if self._runtime is None:
                 raise InternalError("the proxy is not started yet")
+            # Before routing: a client without a key learns nothing, not even which paths exist.
+            gate = self._gate_for(self._runtime)
+            exchange.client_key = gate.admit(scope["path"], scope["headers"])
+            handler = _route(scope["path"], scope["method"])
             await handler(self._runtime, scope, receive, tracked, exchange)
         except ArbstrError as exc:
             request_log.info(
@@ -94,6 +102,12 @@ class App:
                 f"internal error; report request id {exchange.request_id} with the proxy's log"
             )
             await _send_error(tracked, error, exchange)
+
+    def _gate_for(self, runtime: Runtime) -> Gate:
+        """The gate for the runtime's configuration, rebuilt only when that changes."""
+        if self._gate is None or self._gate.config is not runtime.config:
+            self._gate = Gate.from_config(runtime.config)
+        return self._gate
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup

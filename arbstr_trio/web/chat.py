@@ -23,7 +23,7 @@ from arbstr_trio.web.asgi import (
     run_until_disconnect,
 )
 
-__all__ = ["chat_completions"]
+__all__ = ["chat_completions", "read_chat_request"]
 
 log = logging.getLogger("arbstr_trio.requests")
 
@@ -36,20 +36,18 @@ async def chat_completions(
     """Serve one chat request and leave exactly one record of it, whatever its end."""
     trail = RequestTrail(exchange)
     try:
-        timeout_ms = _timeout_ms(scope, runtime.config.server.request_timeout_ms)
-        exchange.deadline = exchange.started_at + timeout_ms / 1000
         # The body first: a client slow to send it must not hold one of max_in_flight slots.
-        trail.request = await _read_request(runtime, scope, receive, exchange)
+        trail.request = await read_chat_request(runtime, scope, receive, exchange)
         async with runtime.admission.slot(exchange.deadline):
             await _serve(runtime, trail.request, receive, send, exchange, trail)
     except ArbstrError as exc:
         trail.failed(exc.status_code(), exc.code)
         raise
-    except trio.Cancelled:
-        trail.failed(503, "shutdown")  # the grace period of a shutdown ran out
-        raise
-    except BaseException:
-        trail.failed(500, "internal_error")
+    except BaseException as exc:
+        if _only_cancellation(exc):
+            trail.failed(503, "shutdown")  # the grace period of a shutdown ran out
+        else:
+            trail.failed(500, "internal_error")
         raise
     finally:
         record = trail.record()
@@ -64,6 +62,26 @@ async def chat_completions(
                 exchange.request_id,
                 _RECORD_WAIT_S,
             )
+
+
+def _only_cancellation(exc: BaseException) -> bool:
+    """A cancellation, perhaps wrapped by the nurseries it came up through."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancellation(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+async def read_chat_request(
+    runtime: Runtime, scope: Scope, receive: Receive, exchange: Exchange
+) -> ChatRequest:
+    """Start the request's deadline, then read and check its body within it.
+
+    Shared by every endpoint that takes a chat-completion body (``/v1/cost`` too), so
+    they agree on the size limit, the deadline and every 400.
+    """
+    timeout_ms = _timeout_ms(scope, runtime.config.server.request_timeout_ms)
+    exchange.deadline = exchange.started_at + timeout_ms / 1000
+    return await _read_request(runtime, scope, receive, exchange)
 
 
 def _timeout_ms(scope: Scope, configured_ms: int) -> int:

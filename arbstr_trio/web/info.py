@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from typing import Any
 
 from arbstr_trio import __version__
 from arbstr_trio.config.models import ProviderConfig
 from arbstr_trio.exchange import Exchange
+from arbstr_trio.pricing import rate_to_json
 from arbstr_trio.runtime import Runtime
 from arbstr_trio.web.asgi import Receive, ResponseSend, Scope, send_json
 
@@ -77,14 +77,10 @@ def describe_provider(provider: ProviderConfig) -> dict[str, Any]:
         "url": provider.url,
         "models": list(provider.models),
         "model_map": dict(provider.model_map),
-        "input_rate": _number(provider.input_rate),
-        "output_rate": _number(provider.output_rate),
-        "base_fee": _number(provider.base_fee),
+        "input_rate": rate_to_json(provider.input_rate),
+        "output_rate": rate_to_json(provider.output_rate),
+        "base_fee": rate_to_json(provider.base_fee),
         "tier": provider.tier.value,
         "api_key": None if provider.api_key is None else provider.api_key.masked(),
         "key_source": provider.key_source.value,
     }
-
-
-def _number(value: Decimal) -> int | float:
-    return int(value) if value == value.to_integral_value() else float(value)
