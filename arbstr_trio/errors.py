@@ -7,6 +7,8 @@ and the web layer turns any of them into the OpenAI error envelope
     ArbstrError                         status  type
     ├── ClientError                     400     invalid_request_error
     │   ├── RequestTooLarge             413     invalid_request_error
+    │   ├── BodyTimeout                 408       the body did not arrive in time
+    │   ├── ClientDisconnected          499       the client left mid-body (logged only)
     │   ├── ModelNotFound               404     invalid_request_error
     │   ├── NotFound                    404     invalid_request_error
     │   │   └── RouteNotFound           404       no such endpoint
@@ -42,6 +44,8 @@ import orjson
 __all__ = [
     "ArbstrError",
     "AuthenticationError",
+    "BodyTimeout",
+    "ClientDisconnected",
     "ClientError",
     "DeadlineExceeded",
     "InternalError",
@@ -123,6 +127,14 @@ class RequestTooLarge(ClientError):
 class BodyTimeout(ClientError):
     status = 408
     default_code = "request_timeout"
+
+
+class ClientDisconnected(ClientError):
+    """The client left before its request was whole; nobody is there to read this.
+    499 is nginx's status for it, and what the request log records."""
+
+    status = 499
+    default_code = "client_disconnected"
 
 
 class ModelNotFound(ClientError):

@@ -27,6 +27,7 @@ from arbstr_trio.upstream import Upstream
 __all__ = ["Runtime", "open_runtime"]
 
 _CLOSE_TIMEOUT_S = 5.0
+_DRAIN_TIMEOUT_S = 30.0
 
 
 @attrs.define
@@ -38,7 +39,7 @@ class Runtime:
     catalog: ModelCatalog
     admission: Admission
     writer: RecordWriter
-    log: RequestLog
+    request_log: RequestLog
     """The request log's read side, for /v1/stats and /v1/requests."""
     metrics: Metrics
     started_at: float = attrs.field(factory=time.time)
@@ -66,12 +67,16 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
                     catalog=ModelCatalog(config.providers, upstream),
                     admission=admission,
                     writer=writer,
-                    log=request_log,
+                    request_log=request_log,
                     metrics=metrics,
                 )
             finally:
-                writer.close()  # the nursery now waits for the queue to be written
                 await request_log.aclose()
+                writer.close()
+                # Drained here, shielded, rather than by the nursery's exit: if the body
+                # raised, the nursery would cancel the writer halfway through its queue.
+                with trio.CancelScope(shield=True), trio.move_on_after(_DRAIN_TIMEOUT_S):
+                    await writer.drained()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
             await upstream.aclose()

@@ -247,3 +247,20 @@ async def test_a_request_cut_short_by_shutdown_is_recorded_as_such(tmp_path: Pat
             "SELECT status, success, error_type FROM requests WHERE request_id = 'cut'"
         ).fetchone()
     assert row == (503, 0, "shutdown")
+
+
+async def test_a_client_gone_while_sending_its_body_is_recorded_as_gone() -> None:
+    async with running_proxy(CONFIG) as started:
+        url = httpx.URL(started.url)
+        assert url.port is not None
+        with trio.fail_after(5):
+            socket = await trio.open_tcp_stream(url.host, url.port)
+            await socket.send_all(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: half\r\n"
+                b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{"
+            )
+            await socket.aclose()
+            await started.runtime.writer.flushed(1)
+        row = rows(started)["half"]
+    assert (row["status"], row["success"], row["error_type"]) == (499, 0, "client_disconnected")
+    assert row["model"] is None

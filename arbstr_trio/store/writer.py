@@ -66,6 +66,7 @@ class RecordWriter:
         self.rows_pruned = 0
         self._progress = trio.Event()
         self._closing = False
+        self._done = trio.Event()
 
     @property
     def queue_depth(self) -> int:
@@ -88,6 +89,10 @@ class RecordWriter:
         waits here for it to catch up. The caller bounds the wait."""
         while self.rows_written < rows:
             await self._progress.wait()
+
+    async def drained(self) -> None:
+        """Return once :meth:`run` has written everything and closed the database."""
+        await self._done.wait()
 
     def close(self) -> None:
         """No more records: the writer drains what is queued, then ends."""
@@ -115,6 +120,7 @@ class RecordWriter:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(connection.close)
+            self._done.set()
 
     def _open(self) -> sqlite3.Connection:
         connection = connect(self.path)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import orjson
 import trio
 
-from arbstr_trio.errors import ClientError, RequestTooLarge
+from arbstr_trio.errors import ClientDisconnected, ClientError, RequestTooLarge
 
 __all__ = [
     "Header",
@@ -83,7 +83,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 def _gone() -> ClientError:
-    return ClientError("the client closed the connection while sending the body")
+    return ClientDisconnected("the client closed the connection while sending the body")
 
 
 def _too_large(limit: int) -> RequestTooLarge:

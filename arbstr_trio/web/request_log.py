@@ -34,7 +34,7 @@ async def stats(
     runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
 ) -> None:
     query = parse_stats_query(_params(scope), time.time())
-    result = await runtime.log.stats(query)
+    result = await runtime.request_log.stats(query)
     await send_json(send, 200, (), _stats_document(query, result))
 
 
@@ -42,7 +42,7 @@ async def list_requests(
     runtime: Runtime, scope: Scope, receive: Receive, send: ResponseSend, exchange: Exchange
 ) -> None:
     query = parse_list_query(_params(scope), time.time())
-    page = await runtime.log.requests(query)
+    page = await runtime.request_log.requests(query)
     document = {
         "object": "list",
         **_window(query.window),
@@ -60,7 +60,7 @@ async def get_request(
 ) -> None:
     """``/v1/requests/{id}``: the app routes here by prefix; the rest of the path is the id."""
     request_id = scope["path"].removeprefix(REQUEST_PREFIX)
-    logged = await runtime.log.request(request_id)
+    logged = await runtime.request_log.request(request_id)
     if logged is None:
         raise NotFound(f"no request with id {request_id!r} in the request log")
     document = _request(logged)
