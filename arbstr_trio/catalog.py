@@ -4,6 +4,8 @@ A provider that lists its models in the config is taken at its word. One that li
 none serves any model; for it, the catalog asks the provider's own ``/models`` (as the
 config contract promises), at most once a minute and within a few seconds, so a slow
 or failing provider never slows or fails the listing: it just contributes nothing.
+
+Chains are listed too: to a client, a chain is a model it may ask for.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import trio
 
-from arbstr_trio.config.models import ProviderConfig
+from arbstr_trio.config.models import ChainConfig, ProviderConfig
 from arbstr_trio.errors import UpstreamError
 from arbstr_trio.upstream import Upstream
 
@@ -27,8 +29,15 @@ _DISCOVERY_TTL_S = 60.0
 
 
 class ModelCatalog:
-    def __init__(self, providers: Sequence[ProviderConfig], upstream: Upstream) -> None:
+    def __init__(
+        self,
+        providers: Sequence[ProviderConfig],
+        upstream: Upstream,
+        *,
+        chains: Sequence[ChainConfig] = (),
+    ) -> None:
         self._providers = providers
+        self.chains = chains
         self._upstream = upstream
         self._discovered: dict[str, tuple[float, tuple[str, ...]]] = {}
 

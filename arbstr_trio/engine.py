@@ -59,6 +59,7 @@ from arbstr_trio.health.board import Blocked, BlockReason, HealthBoard, Permit, 
 from arbstr_trio.pricing import Usage, usage_from_json
 from arbstr_trio.retry import Failure, RetryBudget, backoff_s, classify_status
 from arbstr_trio.routing import Candidate
+from arbstr_trio.strategies import LatencyTracker
 from arbstr_trio.upstream import ProviderClient, ProviderResponse, error_for_status, forward_headers
 
 __all__ = ["Answer", "Engine"]
@@ -154,19 +155,32 @@ class Engine:
         config: Config,
         *,
         rng: random.Random | None = None,
+        latency: LatencyTracker | None = None,
     ) -> None:
         self.upstream = upstream
         self.board = board
         self.config = config
         self.rng = rng or random.Random()
+        self.latency = latency or LatencyTracker()
+        """Fed every answer's time to first byte, for the ``lowest_latency`` strategy."""
         retry = config.retry
         self.budget = RetryBudget(retry.budget_percent, retry.min_retry_concurrency)
 
     async def answer(
-        self, request: ChatRequest, candidates: Sequence[Candidate], exchange: Exchange
+        self,
+        request: ChatRequest,
+        candidates: Sequence[Candidate],
+        exchange: Exchange,
+        *,
+        hedge_after_ms: int | None = None,
     ) -> Answer:
-        """A usable answer within ``exchange.deadline``, or the error that says why not."""
+        """A usable answer within ``exchange.deadline``, or the error that says why not.
+
+        ``hedge_after_ms`` is the route's hedge delay (a policy's); None: the global one.
+        """
         run = _RequestRun(self, request, candidates, exchange)
+        if hedge_after_ms is not None:
+            run.hedge_after_ms = hedge_after_ms
         self.budget.active_requests += 1
         try:
             with trio.CancelScope(deadline=exchange.deadline) as deadline:
@@ -206,6 +220,7 @@ class _RequestRun:
         self.in_flight: set[str] = set()
         self.last_failure: _Failed | None = None
         self.blocked: list[Blocked] = []
+        self.hedge_after_ms: int | None = engine.config.retry.hedge_after_ms
 
     # --- the loop ------------------------------------------------------------------
 
@@ -253,7 +268,7 @@ class _RequestRun:
         if not await self._launch(nursery, send):
             return None, self._give_up()
         running = 1
-        hedge_ms = self.engine.config.retry.hedge_after_ms
+        hedge_ms = self.hedge_after_ms
         hedge_at = trio.current_time() + hedge_ms / 1000 if hedge_ms else math.inf
         while True:
             with trio.move_on_at(hedge_at if running == 1 else math.inf) as hedge_timer:
@@ -412,6 +427,9 @@ class _RequestRun:
             send.send_nowait(_Result(failure=bug))
         else:
             self._record(record, "ok", 200, None)
+            self.engine.latency.observe(
+                candidate.name, candidate.upstream_model, answer.headers_at - record.started_at
+            )
             answer.attempts = self.records
             send.send_nowait(_Result(answer=answer))
             # A stream's permit now belongs to its answer, settled when the stream ends.

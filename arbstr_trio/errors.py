@@ -18,6 +18,7 @@ and the web layer turns any of them into the OpenAI error envelope
     │   └── InvalidApiKey               403       a key that is not configured
     ├── UpstreamRejected                4xx     (the provider's own error, passed back)
     ├── RateLimited                     429     rate_limit_error (+ Retry-After)
+    │   └── BudgetExceeded              429       the client key's budget is spent
     ├── Unavailable                     503     service_unavailable (+ Retry-After)
     │   ├── NoHealthyProvider           503       every candidate's breaker is open
     │   └── Overloaded                  503       no slot free within admission_wait_ms
@@ -45,6 +46,7 @@ __all__ = [
     "ArbstrError",
     "AuthenticationError",
     "BodyTimeout",
+    "BudgetExceeded",
     "ClientDisconnected",
     "ClientError",
     "DeadlineExceeded",
@@ -183,6 +185,16 @@ class RateLimited(ArbstrError):
     status = 429
     type = "rate_limit_error"
     default_code = "rate_limited"
+
+
+class BudgetExceeded(RateLimited):
+    """The client key's daily or monthly budget cannot cover this request's worst case.
+
+    A 429 rather than a 402 or 403: it passes with time, and Retry-After says when,
+    which is what OpenAI clients already know how to wait for.
+    """
+
+    default_code = "budget_exceeded"
 
 
 class Unavailable(ArbstrError):

@@ -36,6 +36,8 @@ class RequestTrail:
     status: int | None = None
     success: bool = False
     error_type: str | None = None
+    policy: str | None = None
+    """The policy the request ran under, else the chain it asked for."""
 
     def answered(self, candidate: Candidate, headers_at: float) -> None:
         self.answered_by = candidate
@@ -75,6 +77,7 @@ class RequestTrail:
             upstream_model=None if answered is None else answered.upstream_model,
             provider=None if answered is None else answered.name,
             tier=None if answered is None else answered.provider.tier.value,
+            policy=self.policy,
             streaming=streaming,
             status=500 if self.status is None else self.status,
             success=self.success,

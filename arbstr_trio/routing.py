@@ -6,6 +6,9 @@ request: its estimated prompt tokens and its expected completion tokens through 
 full cost formula, ``base_fee`` included, so a provider with a high fee loses short
 requests and wins long ones, as it should. Ties go to the provider name, so the order
 is stable and predictable.
+
+:func:`eligible_candidates` and :func:`chain_candidates` give the candidates in config
+order, priced; a strategy (:mod:`arbstr_trio.strategies`) then orders them.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from collections.abc import Sequence
 import attrs
 
 from arbstr_trio.chat_request import ChatRequest
-from arbstr_trio.config.models import ProviderConfig
+from arbstr_trio.config.models import ChainConfig, ProviderConfig
 from arbstr_trio.errors import ModelNotFound
 from arbstr_trio.pricing import Rates, Usage, cost_msat
 
-__all__ = ["Candidate", "rank_candidates", "rates_for"]
+__all__ = [
+    "Candidate",
+    "by_cost",
+    "chain_candidates",
+    "eligible_candidates",
+    "rank_candidates",
+    "rates_for",
+]
 
 
 @attrs.frozen
@@ -57,6 +67,23 @@ def rank_candidates(
 
     Raises :class:`ModelNotFound` when none does.
     """
+    return by_cost(
+        eligible_candidates(providers, request, default_completion_tokens=default_completion_tokens)
+    )
+
+
+def by_cost(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Cheapest first; ties by provider name, so the order never depends on luck."""
+    return sorted(candidates, key=lambda candidate: (candidate.estimated_cost_msat, candidate.name))
+
+
+def eligible_candidates(
+    providers: Sequence[ProviderConfig], request: ChatRequest, *, default_completion_tokens: int
+) -> list[Candidate]:
+    """Every provider that serves ``request.model``, priced, in config order.
+
+    Raises :class:`ModelNotFound` when none does.
+    """
     eligible = [provider for provider in providers if provider.serves(request.model)]
     if not eligible:
         raise ModelNotFound(
@@ -64,18 +91,40 @@ def rank_candidates(
             "GET /v1/models lists the models this proxy can route",
             param="model",
         )
-    prompt, completion = request.expected_tokens(default_completion_tokens)
-    expected = Usage(prompt, completion)
+    expected = Usage(*request.expected_tokens(default_completion_tokens))
+    return [
+        _priced(provider, request.model, provider.upstream_model(request.model), expected)
+        for provider in eligible
+    ]
+
+
+def chain_candidates(
+    chain: ChainConfig,
+    providers: Sequence[ProviderConfig],
+    request: ChatRequest,
+    *,
+    default_completion_tokens: int,
+) -> list[Candidate]:
+    """The chain's entries, priced, in the chain's order: each entry its own model."""
+    by_name = {provider.name: provider for provider in providers}
+    expected = Usage(*request.expected_tokens(default_completion_tokens))
     candidates = []
-    for provider in eligible:
-        rates = rates_for(provider, request.model)
-        candidates.append(
-            Candidate(
-                provider=provider,
-                upstream_model=provider.upstream_model(request.model),
-                rates=rates,
-                estimated_cost_msat=cost_msat(rates, expected),
-            )
+    for entry in chain.entries:
+        provider = by_name[entry.provider]  # checked when the config was loaded
+        upstream = (
+            provider.upstream_model(entry.model) if provider.serves(entry.model) else entry.model
         )
-    candidates.sort(key=lambda candidate: (candidate.estimated_cost_msat, candidate.name))
+        candidates.append(_priced(provider, entry.model, upstream, expected))
     return candidates
+
+
+def _priced(
+    provider: ProviderConfig, model: str, upstream_model: str, expected: Usage
+) -> Candidate:
+    rates = rates_for(provider, model)
+    return Candidate(
+        provider=provider,
+        upstream_model=upstream_model,
+        rates=rates,
+        estimated_cost_msat=cost_msat(rates, expected),
+    )

@@ -15,13 +15,16 @@ import attrs
 import trio
 
 from arbstr_trio.admission import Admission
+from arbstr_trio.budget import Budgets
 from arbstr_trio.catalog import ModelCatalog
 from arbstr_trio.config.models import Config
 from arbstr_trio.engine import Engine
 from arbstr_trio.health.board import HealthBoard
 from arbstr_trio.metrics import Metrics
+from arbstr_trio.spending import load_budgets
 from arbstr_trio.store.reader import RequestLog
 from arbstr_trio.store.writer import RecordWriter
+from arbstr_trio.strategies import RouteState
 from arbstr_trio.upstream import Upstream
 
 __all__ = ["Runtime", "open_runtime"]
@@ -42,8 +45,12 @@ class Runtime:
     request_log: RequestLog
     """The request log's read side, for /v1/stats and /v1/requests."""
     metrics: Metrics
+    budgets: Budgets = attrs.field(factory=Budgets)
+    """Each client key's spend and in-flight holds this UTC day and month."""
     started_at: float = attrs.field(factory=time.time)
     """Wall-clock start, for ``/health``'s uptime."""
+    routes: RouteState = attrs.field(factory=RouteState)
+    """What strategies remember between requests (latencies seen, round-robin turns)."""
 
 
 @asynccontextmanager
@@ -54,21 +61,25 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     writer = RecordWriter(config.database.path, max_age_days=config.database.max_age_days)
     admission = Admission(config.server.max_in_flight, config.server.admission_wait_ms / 1000)
     metrics = Metrics(config, board=board, admission=admission, writer=writer)
+    routes = RouteState()
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             request_log = await RequestLog.open(config.database.path)  # once migrated
             try:
+                budgets = await load_budgets(request_log, time.time())
                 yield Runtime(
                     config=config,
                     upstream=upstream,
                     board=board,
-                    engine=Engine(upstream, board, config),
-                    catalog=ModelCatalog(config.providers, upstream),
+                    engine=Engine(upstream, board, config, latency=routes.latency),
+                    catalog=ModelCatalog(config.providers, upstream, chains=config.chains),
                     admission=admission,
                     writer=writer,
                     request_log=request_log,
                     metrics=metrics,
+                    routes=routes,
+                    budgets=budgets,
                 )
             finally:
                 await request_log.aclose()

@@ -50,6 +50,7 @@ from arbstr_trio.config.models import (
     PositiveInt,
     Rate,
 )
+from arbstr_trio.config.routes import check_routes
 
 __all__ = ["ConfigError", "LoadedConfig", "load_config", "parse_config", "parse_listen"]
 
@@ -113,10 +114,6 @@ def parse_config(
     problems.extend(_cross_checks(config))
     if problems:
         raise ConfigError(source, problems)
-    if config.policies.rules:
-        warnings.append(
-            "policies.rules are read but not applied yet: every request uses the default strategy"
-        )
     return LoadedConfig(config, tuple(warnings))
 
 
@@ -462,4 +459,5 @@ def _cross_checks(config: Config) -> list[str]:
         else:
             rule_names[rule.name] = index
     problems.extend(check_client_keys(config.keys))
+    problems.extend(check_routes(config))
     return problems

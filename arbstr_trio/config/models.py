@@ -21,6 +21,8 @@ from arbstr_trio.mock.behaviour import MockBehaviour
 __all__ = [
     "AuthConfig",
     "BreakerConfig",
+    "ChainConfig",
+    "ChainEntry",
     "ClientKey",
     "Config",
     "DatabaseConfig",
@@ -75,11 +77,18 @@ class Tier(enum.Enum):
 
 
 class Strategy(enum.Enum):
+    """How a request's candidates are ordered: who is tried first, and who next."""
+
     CHEAPEST = "cheapest"
-    LOWEST_COST = "lowest_cost"  # arbstr's name for cheapest
+    LOWEST_COST = "cheapest"  # arbstr's name for cheapest: an alias, the same member
     LOWEST_LATENCY = "lowest_latency"
     ROUND_ROBIN = "round_robin"
     ORDERED = "ordered"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Strategy | None:
+        # arbstr's configs say "lowest_cost"; they load unchanged, meaning cheapest.
+        return cls.CHEAPEST if value == "lowest_cost" else None
 
 
 class LogLevel(enum.Enum):
@@ -165,17 +174,43 @@ class ProviderConfig:
 
 @attrs.frozen(kw_only=True)
 class PolicyRule:
+    """A named set of constraints, chosen by ``X-Arbstr-Policy`` or by its keywords."""
+
     name: str
     allowed_models: tuple[str, ...] = ()
-    strategy: Strategy = Strategy.CHEAPEST
+    """Models a request under this policy may ask for; empty: any."""
+    strategy: Strategy | None = None
+    """How candidates are ordered; None: ``policies.default_strategy``."""
     max_sats_per_1m_output: Rate | None = None
+    """Candidates whose output rate for the model is above this are left out."""
+    max_cost_sats: Rate | None = None
+    """Candidates whose estimated cost for the request is above this are left out."""
+    hedge_after_ms: PositiveInt | None = None
+    """This policy's hedge delay; None: ``retry.hedge_after_ms``."""
     keywords: tuple[str, ...] = ()
+    """Whole words (any case) in the user's messages that choose this policy."""
 
 
 @attrs.frozen(kw_only=True)
 class PoliciesConfig:
     default_strategy: Strategy = Strategy.CHEAPEST
     rules: tuple[PolicyRule, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ChainEntry:
+    provider: str
+    model: str
+    """The model as this provider is asked for it (mapped by its ``model_map`` if listed)."""
+
+
+@attrs.frozen(kw_only=True)
+class ChainConfig:
+    """A name clients use as a model, served by its entries (429chain's waterfall)."""
+
+    name: str
+    entries: tuple[ChainEntry, ...]
+    strategy: Strategy = Strategy.ORDERED
 
 
 @attrs.frozen(kw_only=True)
@@ -239,6 +274,10 @@ class ClientKey:
     name: str
     key: ApiKey
     key_source: KeySource = attrs.field(default=KeySource.LITERAL, eq=False)
+    max_sats_per_day: Rate | None = None
+    """Sats (a decimal >= 0) this key may spend per UTC calendar day; None: no limit."""
+    max_sats_per_month: Rate | None = None
+    """Sats this key may spend per UTC calendar month; None: no limit."""
 
 
 @attrs.frozen(kw_only=True)
@@ -257,6 +296,7 @@ class Config:
     database: DatabaseConfig = DatabaseConfig()
     providers: tuple[ProviderConfig, ...] = ()
     policies: PoliciesConfig = PoliciesConfig()
+    chains: tuple[ChainConfig, ...] = ()
     logging: LoggingConfig = LoggingConfig()
     routing: RoutingConfig = RoutingConfig()
     upstream: UpstreamConfig = UpstreamConfig()
@@ -266,6 +306,12 @@ class Config:
     keys: tuple[ClientKey, ...] = ()
     """Client keys; with none, the proxy is open to whoever can reach it."""
     auth: AuthConfig = AuthConfig()
+
+    def chain(self, name: str) -> ChainConfig | None:
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        return None
 
     def provider(self, name: str) -> ProviderConfig:
         for provider in self.providers:

@@ -23,6 +23,7 @@ import trio
 from arbstr_trio.store.listing import LoggedRequest, Page, find_request, list_requests
 from arbstr_trio.store.query import ListQuery, StatsQuery
 from arbstr_trio.store.schema import connect
+from arbstr_trio.store.spend import spent_since
 from arbstr_trio.store.stats import Stats, compute_stats
 
 __all__ = ["RequestLog"]
@@ -57,6 +58,10 @@ class RequestLog:
     async def request(self, request_id: str) -> LoggedRequest | None:
         """The latest request logged with this id, with its attempts; None if none."""
         return await self._read(find_request, request_id)
+
+    async def spent_since(self, since: float) -> dict[str, int]:
+        """Each client key's logged spend (msat) since the Unix time ``since``."""
+        return await self._read(spent_since, since)
 
     async def aclose(self) -> None:
         """Interrupt a running read, then close; bounded, and shielded from cancellation.

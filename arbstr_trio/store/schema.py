@@ -69,6 +69,13 @@ MIGRATIONS: tuple[str, ...] = (
         ttfb_ms, started_at, provider, model, policy, tier, streaming, success
     ) WHERE ttfb_ms IS NOT NULL;
     """,
+    # 3: each client key's spend since a moment (budgets, on start): the period's rows
+    # only, read from the index alone (store/spend.py).
+    """
+    CREATE INDEX requests_started_at_client_key ON requests (
+        started_at, client_key, cost_msat
+    ) WHERE client_key IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,8 +12,9 @@ from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import format_sats
 from arbstr_trio.recording import RequestTrail
 from arbstr_trio.relay import Outcome, relay_completion, relay_stream
-from arbstr_trio.routing import rank_candidates
+from arbstr_trio.route_plan import plan_route
 from arbstr_trio.runtime import Runtime
+from arbstr_trio.spending import reserve_budget
 from arbstr_trio.web.asgi import (
     Receive,
     ResponseSend,
@@ -39,7 +40,8 @@ async def chat_completions(
         # The body first: a client slow to send it must not hold one of max_in_flight slots.
         trail.request = await read_chat_request(runtime, scope, receive, exchange)
         async with runtime.admission.slot(exchange.deadline):
-            await _serve(runtime, trail.request, receive, send, exchange, trail)
+            policy_header = header_value(scope, b"x-arbstr-policy")
+            await _serve(runtime, trail.request, receive, send, exchange, trail, policy_header)
     except ArbstrError as exc:
         trail.failed(exc.status_code(), exc.code)
         raise
@@ -118,17 +120,18 @@ async def _serve(
     send: ResponseSend,
     exchange: Exchange,
     trail: RequestTrail,
+    policy_header: bytes | None,
 ) -> None:
     config = runtime.config
-    candidates = rank_candidates(
-        config.providers,
-        request,
-        default_completion_tokens=config.routing.default_completion_tokens,
-    )
+    route = plan_route(config, request, runtime.routes, policy_header=policy_header)
+    candidates = route.candidates
     trail.candidates = candidates
+    trail.policy = route.label
 
     async def answer_and_relay() -> tuple[str, Outcome]:
-        answer = await runtime.engine.answer(request, candidates, exchange)
+        answer = await runtime.engine.answer(
+            request, candidates, exchange, hedge_after_ms=route.hedge_after_ms
+        )
         trail.answered(answer.candidate, answer.headers_at)
         try:
             if request.stream:
@@ -142,7 +145,14 @@ async def _serve(
         trail.relayed(usage=outcome.usage, cost=outcome.cost_msat, error=outcome.error)
         return answer.candidate.name, outcome
 
-    result = await run_until_disconnect(receive, send, answer_and_relay)
+    # Taken with no await since the check: concurrent requests cannot share the last of a
+    # budget. Ended in the finally, so every end (answer, error, disconnect, cancellation)
+    # settles or releases it exactly once.
+    budget_hold = reserve_budget(runtime.budgets, config, exchange.client_key, candidates)
+    try:
+        result = await run_until_disconnect(receive, send, answer_and_relay)
+    finally:
+        budget_hold.end(trail)
     if result is None:
         exchange.client_gone = True
         trail.client_left()

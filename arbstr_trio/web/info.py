@@ -20,6 +20,9 @@ async def list_models(
 ) -> None:
     """OpenAI's list shape, one entry per model however many providers serve it."""
     served = await runtime.catalog.models()
+    chains = runtime.catalog.chains
+    for chain in chains:  # a chain's name is routed to the chain, whoever else lists it
+        served.pop(chain.name, None)
     created = int(runtime.started_at)
     data = [
         {
@@ -31,6 +34,19 @@ async def list_models(
         }
         for model, owners in sorted(served.items())
     ]
+    data.extend(
+        {
+            "id": chain.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "arbstr-chain",
+            "providers": [entry.provider for entry in chain.entries],
+            "entries": [
+                {"provider": entry.provider, "model": entry.model} for entry in chain.entries
+            ],
+        }
+        for chain in chains
+    )
     await send_json(send, 200, (), {"object": "list", "data": data})
 
 

@@ -1,0 +1,221 @@
+"""Client-key budgets through the real server: the race, settling, and surviving restart.
+
+Costs are computed here from the mock's deterministic usage (the proxy's own prompt
+estimate, and ``chunks`` completion tokens unless ``max_tokens`` is fewer), so every
+expected figure is exact to the msat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import orjson
+import trio
+import trio.testing
+
+from arbstr_trio.budget import Period
+from arbstr_trio.pricing import Rates, Usage, cost_msat, format_sats
+from arbstr_trio.server import Started
+from arbstr_trio.tokens import estimate_prompt_tokens
+from tests.conftest import (
+    chat_body,
+    config_from,
+    http_client,
+    raw_chat_request,
+    receive_until,
+    running_proxy,
+)
+
+TEAM_A = "team-a-5e4d3c2b1a0f9e8d7c6b"
+AUTH = {"x-api-key": TEAM_A}
+BODY = chat_body(max_tokens=50)
+PROMPT = estimate_prompt_tokens(BODY["messages"])  # type: ignore[arg-type]
+CHUNKS = 5
+CHEAP = Rates(Decimal(1500), Decimal(6000), Decimal("0.5"))
+DEAR = Rates(Decimal(3000), Decimal(12000), Decimal(1))
+
+
+def provider(name: str, rates: Rates, latency_ms: int = 0) -> str:
+    return f"""
+[[providers]]
+name = "{name}"
+url = "http://mock.invalid/v1"
+models = ["gpt-4o-mini"]
+input_rate = {rates.input_rate}
+output_rate = {rates.output_rate}
+base_fee = {rates.base_fee}
+
+[providers.mock]
+chunks = {CHUNKS}
+latency_ms = {latency_ms}
+"""
+
+
+def proxy_config(db: Path, providers: str, max_sats_per_day: int) -> str:
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+
+[database]
+path = "{db}"
+
+{providers}
+
+[[keys]]
+name = "team-a"
+key = "{TEAM_A}"
+max_sats_per_day = {format_sats(max_sats_per_day)}
+"""
+
+
+def spent_in_log(started: Started) -> tuple[int, int]:
+    """(rows, total cost_msat) the request log holds for team-a."""
+    uri = f"file:{started.config.database.path}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        rows, total = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(cost_msat), 0) FROM requests WHERE client_key = ?",
+            ("team-a",),
+        ).fetchone()
+    return int(rows), int(total)
+
+
+def assert_budget_exceeded(response: httpx.Response, left_msat: int) -> None:
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "budget_exceeded")
+    now = time.time()
+    reset = Period.DAY.bounds(now)[1]
+    assert f"has {format_sats(left_msat)} sats left" in error["message"]
+    assert time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset)) in error["message"]
+    retry_after = int(response.headers["retry-after"])
+    assert abs(retry_after - (reset - now)) <= 2
+
+
+async def test_fifty_racing_requests_get_exactly_the_ten_the_budget_fits(tmp_path: Path) -> None:
+    # One provider and max_tokens = chunks: the worst case reserved is the actual cost,
+    # so exactly 10 fit however the 50 interleave. The mock's latency keeps all in flight.
+    body = chat_body(max_tokens=CHUNKS)
+    each = cost_msat(CHEAP, Usage(PROMPT, CHUNKS))
+    config = proxy_config(tmp_path / "log.db", provider("solo", CHEAP, latency_ms=200), 10 * each)
+    async with running_proxy(config_from(config)) as started, http_client(started) as client:
+        responses: list[httpx.Response] = []
+
+        async def send_one() -> None:
+            responses.append(await client.post("/v1/chat/completions", json=body, headers=AUTH))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(send_one)
+
+        ok = [response for response in responses if response.status_code == 200]
+        refused = [response for response in responses if response.status_code != 200]
+        assert len(ok) == 10
+        assert len(refused) == 40
+        assert {response.headers["x-arbstr-cost-sats"] for response in ok} == {format_sats(each)}
+        for response in refused:
+            assert_budget_exceeded(response, left_msat=0)
+        await started.runtime.writer.flushed(50)
+        assert spent_in_log(started) == (50, 10 * each)
+        assert len(started.mocks["solo"].received) == 10  # the refused never went upstream
+
+
+async def test_settling_gives_back_what_the_worst_case_did_not_cost(tmp_path: Path) -> None:
+    # Reserved: the dear provider with 50 completion tokens; charged: the cheap one, 5.
+    worst = cost_msat(DEAR, Usage(PROMPT, 50))
+    actual = cost_msat(CHEAP, Usage(PROMPT, CHUNKS))
+    assert actual < worst
+    config = proxy_config(
+        tmp_path / "log.db", provider("cheap", CHEAP) + provider("dear", DEAR), worst + actual
+    )
+    async with running_proxy(config_from(config)) as started, http_client(started) as client:
+        for _ in range(2):  # without settling, the second would not fit
+            response = await client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+            assert response.status_code == 200, response.text
+            assert response.headers["x-arbstr-cost-sats"] == format_sats(actual)
+        refused = await client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+        assert_budget_exceeded(refused, left_msat=worst - actual)
+
+
+async def test_a_request_that_fails_releases_its_reservation(tmp_path: Path) -> None:
+    each = cost_msat(CHEAP, Usage(PROMPT, 50))
+    config = proxy_config(tmp_path / "log.db", provider("solo", CHEAP), each)
+    async with running_proxy(config_from(config)) as started, http_client(started) as client:
+        # Each would have used the whole budget had it kept its reservation.
+        for fault, status in (("status=503", 502), ("status=400", 400), ("status=503", 502)):
+            failed = await client.post(
+                "/v1/chat/completions", json=BODY, headers={**AUTH, "x-mock": fault}
+            )
+            assert failed.status_code == status, failed.text
+        response = await client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+        assert response.status_code == 200, response.text
+        await started.runtime.writer.flushed(4)
+        assert spent_in_log(started) == (4, cost_msat(CHEAP, Usage(PROMPT, CHUNKS)))
+
+
+async def test_spend_survives_a_restart_and_the_log_names_the_key(tmp_path: Path) -> None:
+    worst = cost_msat(DEAR, Usage(PROMPT, 50))
+    actual = cost_msat(CHEAP, Usage(PROMPT, CHUNKS))
+    config = config_from(
+        proxy_config(
+            tmp_path / "log.db", provider("cheap", CHEAP) + provider("dear", DEAR), worst + actual
+        )
+    )
+    async with running_proxy(config) as started, http_client(started) as client:
+        response = await client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+        assert response.status_code == 200, response.text
+    async with running_proxy(config) as started, http_client(started) as client:
+        # Forgetting the first run's spend would let a third request through too.
+        response = await client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+        assert response.status_code == 200, response.text
+        refused = await client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+        assert_budget_exceeded(refused, left_msat=worst - actual)
+        await started.runtime.writer.flushed(2)
+        listing = await client.get("/v1/requests", headers=AUTH)
+        rows = listing.json()["data"]
+        assert [(row["client_key"], row["status"]) for row in rows] == [
+            ("team-a", 429),
+            ("team-a", 200),
+            ("team-a", 200),
+        ]
+        assert TEAM_A not in listing.text
+
+
+async def open_stream(started: Started, *headers: bytes) -> trio.SocketStream:
+    """A streamed request with team-a's key, sent on a raw socket the test can hang up."""
+    url = httpx.URL(started.url)
+    assert url.port is not None
+    socket = await trio.open_tcp_stream(url.host, url.port)
+    body = orjson.dumps({**BODY, "stream": True})
+    await socket.send_all(raw_chat_request(body, b"x-api-key: " + TEAM_A.encode(), *headers))
+    return socket
+
+
+async def test_a_client_that_leaves_settles_its_reservation_once(tmp_path: Path) -> None:
+    worst = cost_msat(CHEAP, Usage(PROMPT, 50))
+    config = proxy_config(tmp_path / "log.db", provider("solo", CHEAP), 10 * worst)
+    async with running_proxy(config_from(config)) as started:
+        budgets, now = started.runtime.budgets, time.time()
+        # Gone before any answer: nothing was spent, all is released.
+        with trio.fail_after(5):
+            socket = await open_stream(started, b"x-mock: latency_ms=10000")
+            while not started.mocks["solo"].received:
+                await trio.testing.wait_all_tasks_blocked()
+            assert budgets.held_msat("team-a", Period.DAY, now) == worst
+            await socket.aclose()
+            await started.runtime.writer.flushed(1)
+        assert budgets.held_msat("team-a", Period.DAY, now) == 0
+        assert budgets.spent_msat("team-a", Period.DAY, now) == 0
+        # Gone mid-stream: the provider charges for an answer nobody reported the usage
+        # of, so the whole reservation stays spent.
+        with trio.fail_after(5):
+            socket = await open_stream(started, b"x-mock: chunk_delay_ms=500")
+            await receive_until(socket, b"data:")
+            await socket.aclose()
+            await started.runtime.writer.flushed(2)
+        assert budgets.held_msat("team-a", Period.DAY, now) == 0
+        assert budgets.spent_msat("team-a", Period.DAY, now) == worst

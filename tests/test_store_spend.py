@@ -1,0 +1,31 @@
+"""Each key's logged spend since a moment: what budgets restart from."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from arbstr_trio.store.schema import connect, migrate
+from arbstr_trio.store.spend import spent_since
+
+
+def test_spend_is_summed_per_key_from_the_moment_on(tmp_path: Path) -> None:
+    rows = [
+        # (started_at, client_key, cost_msat)
+        (99.9, "a", 1_000),  # before the period
+        (100.0, "a", 250),  # at its very start
+        (150.0, "a", 1),
+        (160.0, "a", None),  # usage missing: the log keeps no guess
+        (170.0, "b", 7),
+        (180.0, None, 5_000),  # no key configured then
+    ]
+    with contextlib.closing(connect(str(tmp_path / "log.db"))) as db:
+        migrate(db)
+        db.executemany(
+            "INSERT INTO requests (request_id, started_at, finished_at, streaming, status,"
+            " success, usage_missing, latency_ms, attempts, client_key, cost_msat)"
+            " VALUES ('r', ?, ?, 0, 200, 1, 0, 1, 1, ?, ?)",
+            [(at, at, key, cost) for at, key, cost in rows],
+        )
+        assert spent_since(db, 100.0) == {"a": 251, "b": 7}
+        assert spent_since(db, 200.0) == {}
