@@ -54,7 +54,14 @@ def run(
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The CLI with exactly these variables set and unset, whatever the caller's environment."""
-    gone = {"ARBSTR_CONFIG", "TEST_EXPANDED_KEY", CONVENTION_VARIABLE, "OPENAI_API_KEY", *unset}
+    gone = {
+        "ARBSTR_CONFIG",
+        "TEST_EXPANDED_KEY",
+        "TEST_TEAM_A_KEY",
+        CONVENTION_VARIABLE,
+        "OPENAI_API_KEY",
+        *unset,
+    }
     env = {key: value for key, value in os.environ.items() if key not in gone}
     env.update(set_env or {})
     return subprocess.run(
@@ -169,6 +176,92 @@ def test_check_reports_each_key_source(tmp_path: Path) -> None:
     assert_no_secret(missing)
 
 
+CLIENT_EXPANDED_KEY = "team-a-expanded-0123456789abcdef"
+CLIENT_LITERAL_KEY = "ci-literal-0123456789abcdef"
+CLIENT_SECRETS = (CLIENT_EXPANDED_KEY, CLIENT_LITERAL_KEY)
+
+CHAINS_AND_CLIENT_KEYS = (
+    FOUR_KEY_SOURCES
+    + f"""
+[[chains]]
+name = "fast"
+entries = [
+  {{ provider = "expanded", model = "gpt-4o-mini" }},
+  {{ provider = "literal", model = "gpt-4o-mini" }},
+]
+
+[[keys]]
+name = "team-a"
+key = "${{TEST_TEAM_A_KEY}}"
+
+[[keys]]
+name = "ci"
+key = "{CLIENT_LITERAL_KEY}"
+"""
+)
+
+WITH_CLIENT_KEYS = {**ALL_KEYS, "TEST_TEAM_A_KEY": CLIENT_EXPANDED_KEY}
+
+
+def assert_no_client_secret(result: subprocess.CompletedProcess[str]) -> None:
+    assert_no_secret(result)
+    for secret in CLIENT_SECRETS:
+        assert secret not in result.stdout + result.stderr
+
+
+def test_check_reports_each_client_key_source(tmp_path: Path) -> None:
+    path = write_config(tmp_path, CHAINS_AND_CLIENT_KEYS)
+    result = run("check", "-c", str(path), set_env=WITH_CLIENT_KEYS)
+    assert result.returncode == 0, result.stderr
+    assert_no_client_secret(result)
+    lines = result.stdout.splitlines()
+    assert "  expanded       key: env-expanded (${TEST_EXPANDED_KEY})" in lines
+    assert "  client key team-a: env-expanded (${TEST_TEAM_A_KEY})" in lines
+    assert "  client key ci:     literal (in the file)" in lines
+    # Not even the masked prefix: check prints no key material at all.
+    assert "...***" not in result.stdout
+    assert any("client key 'ci': key is written in the config file" in x for x in lines)
+
+    # The client key's ${VAR} unset: an error naming it, never a key.
+    missing = run("check", "-c", str(path), set_env=ALL_KEYS, unset=("TEST_TEAM_A_KEY",))
+    assert missing.returncode == 1
+    assert "$.keys[0].key: environment variable TEST_TEAM_A_KEY is not set" in missing.stderr
+    assert_no_client_secret(missing)
+
+
+def test_check_without_client_keys_prints_no_client_key_lines(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    result = run("check", "-c", str(path), set_env=ALL_KEYS)
+    assert result.returncode == 0, result.stderr
+    assert "client key" not in result.stdout
+
+
+def test_providers_lists_chains_and_masked_client_keys(tmp_path: Path) -> None:
+    path = write_config(tmp_path, CHAINS_AND_CLIENT_KEYS)
+    result = run("providers", "-c", str(path), set_env=WITH_CLIENT_KEYS)
+    assert result.returncode == 0, result.stderr
+    assert_no_client_secret(result)
+    providers, chains, client_keys = result.stdout.rstrip("\n").split("\n\n")
+    assert providers.splitlines()[-1] == "rates: sats per 1M tokens; base fee: sats per request"
+    assert len(providers.splitlines()) == 6  # header, four providers, legend
+    chain_header, *chain_rows = chains.splitlines()
+    assert chain_header.split() == ["CHAIN", "STRATEGY", "ENTRIES"]
+    assert [row.split() for row in chain_rows] == [
+        ["fast", "ordered", "expanded/gpt-4o-mini,", "literal/gpt-4o-mini"]
+    ]
+    key_header, *key_rows = client_keys.splitlines()
+    assert key_header.split() == ["CLIENT", "KEY", "KEY", "KEY", "SOURCE"]
+    assert [row.split() for row in key_rows] == [
+        ["team-a", "team-a...***", "env-expanded", "(${TEST_TEAM_A_KEY})"],
+        ["ci", "ci-lit...***", "literal", "(in", "the", "file)"],
+    ]
+    for column in ("KEY", "KEY SOURCE"):
+        offset = key_header.index(column, len("CLIENT KEY"))
+        assert all(row[offset - 2 : offset] == "  " and row[offset] != " " for row in key_rows)
+    # The literal client key's warning goes to stderr.
+    assert "client key 'ci': key is written in the config file" in result.stderr
+
+
 def test_check_warns_about_a_readable_file_and_fails_on_a_bad_one(tmp_path: Path) -> None:
     readable = write_config(tmp_path, mode=0o644)
     warned = run("check", "-c", str(readable), set_env=ALL_KEYS)
@@ -228,6 +321,8 @@ def test_help_for_the_config_commands() -> None:
     for command, phrase in (
         ("providers", "masked to its first 6 characters"),
         ("check", "env-expanded"),
+        ("check", "each client key's"),
+        ("providers", "the chains"),
         ("init", "never overwritten"),
     ):
         result = run(command, "--help")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 
 from arbstr_trio.cli.common import Subparsers, add_config_flag, config_path
-from arbstr_trio.cli.key_sources import describe_key_source, key_templates
+from arbstr_trio.cli.key_sources import (
+    client_key_templates,
+    describe_client_key_source,
+    describe_key_source,
+    key_templates,
+)
 from arbstr_trio.config.apikey import KeySource, convention_variable
 from arbstr_trio.config.load import load_config
 
@@ -19,7 +24,8 @@ def add_parser(commands: Subparsers) -> None:
         description="Validate a config file: every problem is listed with its path, and the "
         "exit status is 1. A valid file prints its warnings (a literal key, a file others "
         "can read), then each provider's key source: env-expanded (${VAR} in the file), "
-        "convention (ARBSTR_<NAME>_API_KEY), literal, or missing. Keys are never shown.",
+        "convention (ARBSTR_<NAME>_API_KEY), literal, or missing, and each client key's "
+        "([[keys]]): env-expanded or literal. Keys are never shown.",
     )
     add_config_flag(parser)
     parser.set_defaults(handler=run)
@@ -41,4 +47,10 @@ def run(args: argparse.Namespace) -> int:
             variable = convention_variable(provider.name)
             source += f": no key is sent (set {variable} if the provider needs one)"
         print(f"  {provider.name:<{width}}  key: {source}")
+    clients = loaded.config.keys
+    client_templates = client_key_templates(path)
+    width = max((len(client.name) for client in clients), default=0)
+    for client in clients:
+        source = describe_client_key_source(client, client_templates)
+        print(f"  client key {client.name + ':':<{width + 1}} {source}")
     return 0
