@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
-from arbstr_trio.config.load import load_config
 from arbstr_trio.hypercorn_shim import install_hypercorn_corrections
 from arbstr_trio.logs import configure_logging
+from arbstr_trio.reconfigure import ConfigSource
 from arbstr_trio.runtime import Runtime, open_runtime
 from arbstr_trio.web.app import App
 
@@ -27,7 +28,9 @@ def _open_from_environment() -> AbstractAsyncContextManager[Runtime]:
     path = os.environ.get("ARBSTR_CONFIG")
     if not path:
         raise RuntimeError("set ARBSTR_CONFIG to the path of an arbstr-trio config file")
-    loaded = load_config(path)
+    # The admin API works here too (its overlay beside the file); SIGHUP is Hypercorn's.
+    source = ConfigSource(Path(path))
+    loaded = source.load()
     configure_logging(loaded.config.logging.level, server_banner=True)
     for warning in loaded.warnings:
         log.warning("%s", warning)
@@ -35,7 +38,7 @@ def _open_from_environment() -> AbstractAsyncContextManager[Runtime]:
     install_hypercorn_corrections(
         client_send_timeout_s=loaded.config.server.client_send_timeout_ms / 1000
     )
-    return open_runtime(loaded.config)
+    return open_runtime(loaded.config, source)
 
 
 # This module is imported in Hypercorn's worker; the client bound waits for the config.

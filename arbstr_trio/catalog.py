@@ -41,6 +41,13 @@ class ModelCatalog:
         self._upstream = upstream
         self._discovered: dict[str, tuple[float, tuple[str, ...]]] = {}
 
+    def reconfigure(
+        self, providers: Sequence[ProviderConfig], chains: Sequence[ChainConfig]
+    ) -> None:
+        """Serve from a new configuration; what discovery learned is kept."""
+        self._providers = providers
+        self.chains = chains
+
     async def models(self) -> dict[str, list[str]]:
         """Model id -> names of the providers that serve it, in config order."""
         open_ended = [p for p in self._providers if p.serves_any_model]

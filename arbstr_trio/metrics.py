@@ -116,12 +116,20 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
-        self.registry.register(StateCollector(config.providers, board, admission, writer))
+        self._state = StateCollector(config.providers, board, admission, writer)
+        self.registry.register(self._state)
         # Children per label set, so observe() skips labels()' validation and lock.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, bool], Histogram] = {}
         self._attempt_children: dict[tuple[str, str], Counter] = {}
         self._provider_children: dict[str, _ProviderChildren] = {}
+
+    def reconfigure(self, config: Config) -> None:
+        """Known models and the providers whose state is reported, from a new config."""
+        self._known_models = frozenset(
+            model for p in config.providers for model in (*p.models, *p.model_map)
+        )
+        self._state.providers = tuple(config.providers)
 
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request; called once per request, so kept to lookups."""
@@ -212,7 +220,7 @@ class StateCollector(Collector):
         admission: Admission,
         writer: RecordWriter,
     ) -> None:
-        self._providers = tuple(providers)
+        self.providers = tuple(providers)
         self._board = board
         self._admission = admission
         self._writer = writer
@@ -224,7 +232,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         in_flight, breaker, failures, cooldowns, queue, rows = self._families()
         in_flight.add_metric([], self._admission.in_flight)
-        for provider in self._board.snapshot(self._providers):
+        for provider in self._board.snapshot(self.providers):
             name = [provider["name"]]
             breaker.add_metric(name, BREAKER_STATE_VALUES[provider["breaker"]])
             failures.add_metric(name, provider["consecutive_failures"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -26,6 +27,9 @@ from arbstr_trio.store.reader import RequestLog
 from arbstr_trio.store.writer import RecordWriter
 from arbstr_trio.strategies import RouteState
 from arbstr_trio.upstream import Upstream
+
+if TYPE_CHECKING:
+    from arbstr_trio.reconfigure import ConfigSource
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -51,10 +55,31 @@ class Runtime:
     """Wall-clock start, for ``/health``'s uptime."""
     routes: RouteState = attrs.field(factory=RouteState)
     """What strategies remember between requests (latencies seen, round-robin turns)."""
+    source: ConfigSource | None = None
+    """Where the configuration came from, for the admin API and SIGHUP; None: in memory."""
+
+    def apply(self, config: Config) -> None:
+        """Make ``config`` the one the next request sees.
+
+        The one place the running configuration is swapped. Config values are immutable,
+        so a request already under way keeps the objects it took (its candidates, its
+        permits) and finishes on them; breakers and limits of providers that remain are
+        kept. Settings that need a restart ([server], [database], [upstream]) are the
+        caller's to keep (see :mod:`arbstr_trio.reconfigure`).
+        """
+        self.board.reconfigure(config)
+        self.engine.config = config
+        self.engine.budget.percent = config.retry.budget_percent
+        self.engine.budget.min_concurrency = config.retry.min_retry_concurrency
+        self.catalog.reconfigure(config.providers, config.chains)
+        self.metrics.reconfigure(config)
+        self.config = config  # last: the gate and the handlers read it per request
 
 
 @asynccontextmanager
-async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    config: Config, source: ConfigSource | None = None
+) -> AsyncIterator[Runtime]:
     """The runtime for ``config``; on exit, the request log is drained before it closes."""
     upstream = Upstream(config.upstream, idle_timeout_s=config.server.stream_idle_timeout_ms / 1000)
     board = HealthBoard(config)
@@ -80,6 +105,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
                     metrics=metrics,
                     routes=routes,
                     budgets=budgets,
+                    source=source,
                 )
             finally:
                 await request_log.aclose()

@@ -22,14 +22,15 @@ import hypercorn.trio
 import hypercorn.typing
 import trio
 
-from arbstr_trio.config.models import Config
+from arbstr_trio.config.models import Config, HttpUrl
 from arbstr_trio.hypercorn_shim import install_hypercorn_corrections
 from arbstr_trio.mock.fleet import start_mock_fleet
 from arbstr_trio.mock.provider import MockProvider
+from arbstr_trio.reconfigure import ConfigSource, reload
 from arbstr_trio.runtime import Runtime, open_runtime
 from arbstr_trio.web.app import App
 
-__all__ = ["Started", "hypercorn_config", "serve", "watch_signals"]
+__all__ = ["Started", "hypercorn_config", "serve", "watch_reload", "watch_signals"]
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +73,55 @@ async def serve(
     *,
     mock: bool = False,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    source: ConfigSource | None = None,
+    reload_on_sighup: bool = False,
     task_status: trio.TaskStatus[Started] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the proxy until ``shutdown_trigger`` returns, then shut down gracefully."""
+    """Run the proxy until ``shutdown_trigger`` returns, then shut down gracefully.
+
+    ``source`` (where ``config`` was loaded from) enables the admin API and reloading;
+    with ``reload_on_sighup``, SIGHUP reloads it.
+    """
     install_hypercorn_corrections(client_send_timeout_s=config.server.client_send_timeout_ms / 1000)
     async with trio.open_nursery() as mocks_nursery:
         mocks: dict[str, MockProvider] = {}
         if mock:
             config, mocks = await start_mock_fleet(mocks_nursery, config)
-        async with open_runtime(config) as runtime, trio.open_nursery() as server_nursery:
-            binds = await server_nursery.start(
-                partial(
-                    hypercorn.trio.serve,
-                    # Our App takes plain mappings; Hypercorn's signature names its TypedDicts.
-                    cast("hypercorn.typing.Framework", App(runtime)),
-                    hypercorn_config(config),
-                    shutdown_trigger=shutdown_trigger,
+            if source is not None:
+                source.transform = partial(_to_mocks, {p.name: p.url for p in config.providers})
+        async with open_runtime(config, source) as runtime, trio.open_nursery() as watchers:
+            if reload_on_sighup:
+                watchers.start_soon(watch_reload, runtime)
+            async with trio.open_nursery() as server_nursery:
+                binds = await server_nursery.start(
+                    partial(
+                        hypercorn.trio.serve,
+                        # Our App takes plain mappings; Hypercorn's signature names its
+                        # TypedDicts.
+                        cast("hypercorn.typing.Framework", App(runtime)),
+                        hypercorn_config(config),
+                        shutdown_trigger=shutdown_trigger,
+                    )
                 )
-            )
-            task_status.started(Started(binds[0], config, mocks, runtime))
+                task_status.started(Started(binds[0], config, mocks, runtime))
+            watchers.cancel_scope.cancel()
         mocks_nursery.cancel_scope.cancel()
+
+
+def _to_mocks(urls: dict[str, HttpUrl], config: Config) -> Config:
+    """``--mock``: reloaded providers that have a mock keep pointing at it."""
+    providers = tuple(
+        attrs.evolve(p, url=urls[p.name]) if p.name in urls else p for p in config.providers
+    )
+    return attrs.evolve(config, providers=providers)
+
+
+async def watch_reload(runtime: Runtime) -> None:
+    """Each SIGHUP: reload the config file and its admin overlay (see :func:`reload`)."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            log.warning("SIGHUP: reloading the configuration")
+            reload(runtime)
 
 
 async def watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:

@@ -17,6 +17,7 @@ import trio
 
 from arbstr_trio.config.load import parse_config
 from arbstr_trio.config.models import Config, DatabaseConfig
+from arbstr_trio.reconfigure import ConfigSource
 from arbstr_trio.server import Started, serve
 
 # A whole end-to-end test, servers included, finishes well inside this.
@@ -53,9 +54,12 @@ def config_from(text: str, environ: Mapping[str, str] | None = None) -> Config:
 
 
 @asynccontextmanager
-async def running_proxy(config: Config | str, *, mock: bool = True) -> AsyncIterator[Started]:
+async def running_proxy(
+    config: Config | str, *, mock: bool = True, source: ConfigSource | None = None
+) -> AsyncIterator[Started]:
     """The proxy under Hypercorn on a free port (and its mocks, with ``mock``), stopped
-    gracefully on exit. The whole block runs under :data:`TEST_DEADLINE_S`."""
+    gracefully on exit. The whole block runs under :data:`TEST_DEADLINE_S`. ``source``
+    (where ``config`` was loaded from) enables the admin API."""
     if isinstance(config, str):
         config = config_from(config)
     scratch = tempfile.TemporaryDirectory(prefix="arbstr-test-")
@@ -69,7 +73,11 @@ async def running_proxy(config: Config | str, *, mock: bool = True) -> AsyncIter
         async with trio.open_nursery() as nursery:
             started: Started = await nursery.start(
                 lambda task_status: serve(
-                    config, mock=mock, shutdown_trigger=shutdown.wait, task_status=task_status
+                    config,
+                    mock=mock,
+                    shutdown_trigger=shutdown.wait,
+                    source=source,
+                    task_status=task_status,
                 )
             )
             try:

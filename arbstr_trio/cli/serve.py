@@ -7,15 +7,17 @@ import logging
 import os
 import sys
 from importlib import resources
+from pathlib import Path
 
 import attrs
 import trio
 
 from arbstr_trio import __version__
 from arbstr_trio.cli.common import Subparsers, parse_listen_flag
-from arbstr_trio.config.load import ConfigError, LoadedConfig, load_config, parse_config
+from arbstr_trio.config.load import ConfigError
 from arbstr_trio.config.models import Config
 from arbstr_trio.logs import configure_logging
+from arbstr_trio.reconfigure import ConfigSource
 from arbstr_trio.server import Started, serve, watch_signals
 
 __all__ = ["add_parser"]
@@ -52,7 +54,8 @@ def add_parser(commands: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = _load(args.config, mock=args.mock)
+    source = _source(args.config, mock=args.mock)
+    loaded = source.load()
     config = loaded.config
     if args.listen:
         config = attrs.evolve(
@@ -61,22 +64,23 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level)
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    return trio.run(_serve_until_signalled, config, args.mock)
+    return trio.run(_serve_until_signalled, config, args.mock, source)
 
 
-def _load(path: str | None, *, mock: bool) -> LoadedConfig:
+def _source(path: str | None, *, mock: bool) -> ConfigSource:
+    """The config file (with its admin overlay, ``<file>.admin.json``) to serve from."""
     path = path or os.environ.get("ARBSTR_CONFIG")
     if path:
-        return load_config(path)
+        return ConfigSource(Path(path))
     if mock:
         text = resources.files("arbstr_trio").joinpath("data/mock.toml").read_text(encoding="utf-8")
-        return parse_config(text, source=EMBEDDED_MOCK_CONFIG)
+        return ConfigSource(None, text=text, label=EMBEDDED_MOCK_CONFIG)
     raise ConfigError(
         "arbstr-trio serve", ["no configuration: pass -c FILE, set ARBSTR_CONFIG, or try --mock"]
     )
 
 
-async def _serve_until_signalled(config: Config, mock: bool) -> int:
+async def _serve_until_signalled(config: Config, mock: bool, source: ConfigSource) -> int:
     shutdown = trio.Event()
     failure: str | None = None
     try:
@@ -85,7 +89,12 @@ async def _serve_until_signalled(config: Config, mock: bool) -> int:
 
             async def serve_then_stop(task_status: trio.TaskStatus[Started]) -> None:
                 await serve(
-                    config, mock=mock, shutdown_trigger=shutdown.wait, task_status=task_status
+                    config,
+                    mock=mock,
+                    shutdown_trigger=shutdown.wait,
+                    source=source,
+                    reload_on_sighup=True,
+                    task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()
 

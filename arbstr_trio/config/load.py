@@ -37,6 +37,7 @@ from arbstr_trio.config.apikey import (
     KeySource,
     ResolvedKey,
     convention_variable,
+    expand_or_literal,
     is_header_safe,
     resolve_key,
 )
@@ -52,7 +53,15 @@ from arbstr_trio.config.models import (
 )
 from arbstr_trio.config.routes import check_routes
 
-__all__ = ["ConfigError", "LoadedConfig", "load_config", "parse_config", "parse_listen"]
+__all__ = [
+    "ConfigError",
+    "LoadedConfig",
+    "load_config",
+    "parse_config",
+    "parse_document",
+    "parse_listen",
+    "permission_warning",
+]
 
 
 class ConfigError(Exception):
@@ -87,9 +96,9 @@ def load_config(
     except UnicodeDecodeError:
         raise ConfigError(source, ["the file is not UTF-8 text"]) from None
     loaded = parse_config(text, source=source, environ=environ)
-    permission_warning = _permission_warning(Path(path))
-    if permission_warning:
-        return attrs.evolve(loaded, warnings=(permission_warning, *loaded.warnings))
+    warning = permission_warning(Path(path))
+    if warning:
+        return attrs.evolve(loaded, warnings=(warning, *loaded.warnings))
     return loaded
 
 
@@ -101,10 +110,22 @@ def parse_config(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax error: {exc}"]) from None
+    return parse_document(document, source=source, environ=environ)
+
+
+def parse_document(
+    document: dict[str, Any],
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Check a parsed TOML document (changed in place: secrets are resolved into it);
+    the admin API runs its edited documents through here, as the file is."""
     warnings: list[str] = []
     env = os.environ if environ is None else environ
     problems = _resolve_secrets(document, env, warnings)
     problems.extend(resolve_client_keys(document, env, warnings))
+    problems.extend(_resolve_admin_token(document, env))
     try:
         config = _converter.structure(document, Config)
     except (ClassValidationError, IterableValidationError) as exc:
@@ -165,6 +186,28 @@ def _resolve_secrets(
     return problems
 
 
+def _resolve_admin_token(document: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """``[admin] token``: ``${VAR}`` expanded, else the text as written; never echoed."""
+    admin = document.get("admin")
+    if not isinstance(admin, dict) or "token" not in admin:
+        return []
+    configured = admin["token"]
+    admin["token"] = None
+    path = "$.admin.token"
+    if not isinstance(configured, str):
+        return [f"{path}: must be a string"]
+    try:
+        resolved = expand_or_literal(configured, environ)
+    except ValueError as exc:
+        return [f"{path}: {exc}"]
+    assert resolved.key is not None
+    value = resolved.key.reveal()
+    if not value or not is_header_safe(value):
+        return [f"{path}: must be printable characters, not empty (the value is not shown)"]
+    admin["token"] = resolved.key
+    return []
+
+
 def _literal_key_warning(name: str, resolved: ResolvedKey) -> str:
     variable = convention_variable(name)
     if resolved.source is KeySource.CONVENTION:
@@ -178,7 +221,7 @@ def _literal_key_warning(name: str, resolved: ResolvedKey) -> str:
     )
 
 
-def _permission_warning(path: Path) -> str | None:
+def permission_warning(path: Path) -> str | None:
     try:
         mode = path.stat().st_mode
     except OSError:

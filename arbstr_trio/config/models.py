@@ -19,6 +19,7 @@ from arbstr_trio.config.apikey import ApiKey, KeySource
 from arbstr_trio.mock.behaviour import MockBehaviour
 
 __all__ = [
+    "AdminConfig",
     "AuthConfig",
     "BreakerConfig",
     "ChainConfig",
@@ -291,6 +292,14 @@ class AuthConfig:
 
 
 @attrs.frozen(kw_only=True)
+class AdminConfig:
+    """``[admin]``: the runtime admin API under ``/v1/admin/``, off without a token."""
+
+    token: ApiKey | None = None
+    """``Authorization: Bearer <token>`` for ``/v1/admin/*``; ``${VAR}`` allowed."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -306,6 +315,7 @@ class Config:
     keys: tuple[ClientKey, ...] = ()
     """Client keys; with none, the proxy is open to whoever can reach it."""
     auth: AuthConfig = AuthConfig()
+    admin: AdminConfig = AdminConfig()
 
     def chain(self, name: str) -> ChainConfig | None:
         for chain in self.chains:

@@ -101,8 +101,25 @@ class HealthBoard:
             for p in config.providers
         }
         self._manual = {p.name: _manual_limits(p) for p in config.providers}
+        self._limit_settings = {p.name: _limit_settings(p) for p in config.providers}
         self._models: dict[tuple[str, str], ModelLimits] = {}
         self._capacity_freed = trio.Event()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take on a new configuration: a provider that stays keeps its breaker, its
+        learned limits and (unless its own limits changed) its counters; a new one starts
+        fresh. A removed provider's state is kept, so its in-flight permits still settle.
+        """
+        self._default_cooldown_s = config.ratelimit.default_cooldown_ms / 1000
+        for provider in config.providers:
+            if provider.name not in self._breakers:
+                self._breakers[provider.name] = CircuitBreaker(
+                    config.breaker.failure_threshold, config.breaker.open_ms / 1000
+                )
+            settings = _limit_settings(provider)
+            if self._limit_settings.get(provider.name) != settings:
+                self._manual[provider.name] = _manual_limits(provider)
+                self._limit_settings[provider.name] = settings
 
     def model_limits(self, provider: str, model: str) -> ModelLimits:
         key = (provider, model)
@@ -211,6 +228,15 @@ class HealthBoard:
                 }
             )
         return report
+
+
+def _limit_settings(provider: ProviderConfig) -> tuple[int | None, ...]:
+    return (
+        provider.requests_per_minute,
+        provider.requests_per_day,
+        provider.tokens_per_minute,
+        provider.max_concurrent,
+    )
 
 
 def _manual_limits(provider: ProviderConfig) -> ManualLimits:

@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from arbstr_trio.errors import ArbstrError, InternalError, MethodNotAllowed, RouteNotFound
 from arbstr_trio.exchange import Exchange, request_id_from_headers
 from arbstr_trio.runtime import Runtime
+from arbstr_trio.web.admin import admin, is_admin_path
 from arbstr_trio.web.asgi import Header, Receive, ResponseSend, Scope, Send, send_bytes
 from arbstr_trio.web.auth import Gate
 from arbstr_trio.web.chat import chat_completions
@@ -80,10 +81,15 @@ class App:
         try:
             if self._runtime is None:
                 raise InternalError("the proxy is not started yet")
-            # Before routing: a client without a key learns nothing, not even which paths exist.
-            gate = self._gate_for(self._runtime)
-            exchange.client_key = gate.admit(scope["path"], scope["headers"])
-            handler = _route(scope["path"], scope["method"])
+            if is_admin_path(scope["path"]):
+                # Its own token, checked by the handler; client keys do not open it.
+                handler: Handler = admin
+            else:
+                # Before routing: a client without a key learns nothing, not even which
+                # paths exist.
+                gate = self._gate_for(self._runtime)
+                exchange.client_key = gate.admit(scope["path"], scope["headers"])
+                handler = _route(scope["path"], scope["method"])
             await handler(self._runtime, scope, receive, tracked, exchange)
         except ArbstrError as exc:
             request_log.info(
