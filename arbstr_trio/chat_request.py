@@ -94,9 +94,16 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         raise ClientError(
             "'stream_options.include_usage' must be a boolean", param="stream_options.include_usage"
         )
-    max_tokens = _optional_count(body, "max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = _optional_count(body, "max_tokens")
+    # Both may be sent, and a provider may honour either: expect the larger.
+    limits = [
+        count
+        for count in (
+            _optional_count(body, "max_completion_tokens"),
+            _optional_count(body, "max_tokens"),
+        )
+        if count is not None
+    ]
+    max_tokens = max(limits) if limits else None
     choices = _optional_count(body, "n") or 1
 
     return ChatRequest(

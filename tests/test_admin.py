@@ -300,3 +300,28 @@ async def test_keys_never_appear_unmasked(tmp_path: Path, caplog: pytest.LogCapt
     everything = "\n".join([*answers, caplog.text])
     for secret in SECRETS:
         assert secret not in everything
+
+
+async def test_the_api_cannot_read_the_environment_or_store_what_it_cannot_show(
+    tmp_path: Path,
+) -> None:
+    source = write_config(tmp_path)
+    async with proxy_from(source) as (started, client):
+        running = started.runtime.config
+        # ${VAR} through the API would copy the proxy's environment into a key.
+        peek = {"name": "peek", "key": "${ADMIN_TOKEN}"}
+        response = await client.post("/v1/admin/keys", json=peek, headers=AS_ADMIN)
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "key"
+        # A number past any real budget is refused before it is kept.
+        huge = {"name": "huge", "key": "k-0123456789abcdef", "max_sats_per_day": 1e308}
+        response = await client.post("/v1/admin/keys", json=huge, headers=AS_ADMIN)
+        assert response.status_code == 400
+        assert "$.keys[2].max_sats_per_day: must be at most" in response.text
+        # Names go into URLs, logs and metric labels.
+        provider = {"url": "http://x.example/v1"}
+        response = await client.put("/v1/admin/providers/a%00b", json=provider, headers=AS_ADMIN)
+        assert response.status_code == 400
+        assert "name: must be printable characters" in response.text
+        assert started.runtime.config is running
+        assert (await client.get("/v1/admin/keys", headers=AS_ADMIN)).status_code == 200

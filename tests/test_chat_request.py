@@ -86,6 +86,18 @@ def test_explicit_no_usage_is_respected() -> None:
 def test_expected_tokens() -> None:
     request = parse_chat_request(raw(max_completion_tokens=50, max_tokens=999, n=2))
     prompt, completion = request.expected_tokens(256)
-    assert completion == 100
+    assert completion == 999 * 2  # the larger limit, for each of n choices
     assert prompt > 0
     assert parse_chat_request(raw()).expected_tokens(256)[1] == 256
+
+
+def test_with_both_token_limits_the_larger_is_expected() -> None:
+    """A provider may honour either: budgets and ranking must not count on the smaller."""
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": 1,
+        "max_tokens": 5000,
+    }
+    request = parse_chat_request(orjson.dumps(body))
+    assert request.expected_tokens(256)[1] == 5000

@@ -16,7 +16,7 @@ import stat
 import tomllib
 import typing
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -268,11 +268,18 @@ _check_int = _strict(int, "an integer")
 _check_number = _strict((int, float), "a number")
 
 
+_MOST_SATS = 10**12
+"""Beyond any real price or budget; larger numbers would overflow the request log's
+integers once in millisatoshis, and JSON's."""
+
+
 def _structure_rate(value: object, _type: object) -> Rate:
     number = _check_number(value, _type)
     rate = Decimal(str(number))
     if not rate.is_finite() or rate < 0:
         raise _Invalid("must be >= 0")
+    if rate > _MOST_SATS:
+        raise _Invalid(f"must be at most {_MOST_SATS:,} (sats)")
     return Rate(rate)
 
 
@@ -467,7 +474,18 @@ def _natural_order(problem: str) -> list[object]:
 
 
 def _cross_checks(config: Config) -> list[str]:
-    problems: list[str] = []
+    named: tuple[tuple[str, Sequence[str]], ...] = (
+        ("providers", [p.name for p in config.providers]),
+        ("chains", [c.name for c in config.chains]),
+        ("keys", [k.name for k in config.keys]),
+    )
+    # Names go into URLs (the admin API), log lines and metric labels.
+    problems: list[str] = [
+        f"$.{section}[{index}].name: must be printable characters, without '/'"
+        for section, names in named
+        for index, name in enumerate(names)
+        if not name.isprintable() or "/" in name
+    ]
     first_seen: dict[str, int] = {}
     for index, provider in enumerate(config.providers):
         if not provider.name.strip():

@@ -108,8 +108,7 @@ async def admin(
                 raise ClientError("the body needs a 'name' (a non-empty string)", param="name")
             if _find(runtime, section, name) is not None:
                 raise Conflict(f"{section[:-1]} {name!r} exists; PUT {scope['path']}/{name}")
-            entry = _change(runtime, source, section, name, body)
-            await send_json(send, 201, (), _render(entry))
+            await send_json(send, 201, (), _change(runtime, source, section, name, body))
         else:
             raise _not_allowed(scope["path"], method, "GET, POST")
         return
@@ -121,8 +120,7 @@ async def admin(
         if body.get("name", name) != name:
             raise ClientError(f"the body's name must be {name!r}, as in the URL", param="name")
         body = _keep_masked_secret(runtime, source, section, name, body)
-        entry = _change(runtime, source, section, name, body)
-        await send_json(send, 200, (), _render(entry))
+        await send_json(send, 200, (), _change(runtime, source, section, name, body))
     elif method == "DELETE":
         _existing(runtime, section, name)
         _change(runtime, source, section, name, None)
@@ -171,7 +169,10 @@ def _change(
     name: str,
     body: dict[str, Any] | None,
 ) -> Any:
-    """Check, persist and apply one change; the entry as it now runs (None if deleted)."""
+    """Check, persist and apply one change; the entry as it now runs, as JSON (None if
+    deleted)."""
+    if body is not None:
+        _refuse_expansion(section, body)
     overlay = copy.deepcopy(source.overlay)
     entry = None if body is None else {k: v for k, v in body.items() if k != "name"}
     overlay[section][name] = entry
@@ -183,10 +184,26 @@ def _change(
         )
         error.details["problems"] = list(exc.problems)
         raise error from None
+    # Rendered before anything is kept, so an answer that cannot be made refuses the
+    # change rather than reporting an error for a change already in force.
+    entries = getattr(loaded.config, section)
+    shown = None if body is None else _render(next(e for e in entries if e.name == name))
     source.save_overlay(overlay)
     runtime.apply(prepare(runtime, source, loaded.config))
     log.info("admin: %s %r %s", section, name, "deleted" if body is None else "set")
-    return None if body is None else _find(runtime, section, name)
+    return shown
+
+
+def _refuse_expansion(section: str, body: Mapping[str, Any]) -> None:
+    """``${VAR}`` is for the operator's file: through the API it would let the token's
+    holder read the proxy's environment (into a key, or out to a provider URL)."""
+    field = _SECRETS.get(section)
+    value = None if field is None else body.get(field)
+    if isinstance(value, str) and "${" in value:
+        raise ClientError(
+            f"{field}: ${{VAR}} expansion is only for the config file; send the key itself",
+            param=field,
+        )
 
 
 def _keep_masked_secret(
