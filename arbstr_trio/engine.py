@@ -1,9 +1,8 @@
 """Getting a usable answer for one client request: retries, fallback, hedging, deadline.
 
-An *attempt* sends the request to one candidate under a :class:`Permit` and succeeds
-only once the answer is known to be usable: a non-streaming answer read whole and
-parsed, or a stream whose first bytes have arrived. Until then a failure can be hidden
-from the client; after it, the answer belongs to the relay.
+An *attempt* (:mod:`arbstr_trio.answer`) sends the request to one candidate under a
+:class:`Permit` and succeeds only once the answer is known to be usable. Until then a
+failure can be hidden from the client; after it, the answer belongs to the relay.
 
 Each request runs its attempts in one nursery under one cancel scope whose deadline
 is the request's. Attempts report to the request's loop over a memory channel; the
@@ -28,19 +27,17 @@ and the client gets 504 with the list of attempts made.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import attrs
-import orjson
 import trio
 
-from arbstr_trio.attempts import UNSETTLED, AttemptRecord, attempts_header, retries_header
+from arbstr_trio.answer import Answer, AttemptFailed, try_candidate
+from arbstr_trio.attempts import UNSETTLED, AttemptRecord, retries_header
 from arbstr_trio.chat_request import ChatRequest
 from arbstr_trio.config.models import Config
 from arbstr_trio.errors import (
@@ -49,102 +46,24 @@ from arbstr_trio.errors import (
     InternalError,
     NoHealthyProvider,
     RateLimited,
-    UpstreamError,
-    UpstreamProtocolError,
     UpstreamRejected,
-    UpstreamTimeout,
 )
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.health.board import Blocked, BlockReason, HealthBoard, Permit, Verdict
-from arbstr_trio.pricing import Usage, usage_from_json
-from arbstr_trio.retry import Failure, RetryBudget, backoff_s, classify_status
+from arbstr_trio.retry import Failure, RetryBudget, backoff_s
 from arbstr_trio.routing import Candidate
 from arbstr_trio.strategies import LatencyTracker
-from arbstr_trio.upstream import ProviderClient, ProviderResponse, error_for_status, forward_headers
+from arbstr_trio.upstream import ProviderClient
 
-__all__ = ["Answer", "Engine"]
+__all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
-
-_CLEANUP_TIMEOUT_S = 2.0
-
-
-@attrs.define
-class Answer:
-    """A usable answer. A stream's ``response`` is still open: the relay finishes it."""
-
-    candidate: Candidate
-    response: ProviderResponse
-    headers_at: float
-    """``trio.current_time()`` when the provider's response headers arrived."""
-    attempts: list[AttemptRecord]
-    permit: Permit | None = None
-    """Held until a stream ends, so the breaker hears how the stream went."""
-    body: bytes = b""
-    """The whole body of a non-streaming answer."""
-    usage: Usage | None = None
-    first_chunk: bytes = b""
-    """The first bytes of a stream, read to prove it is alive."""
-
-    def metadata_headers(self) -> list[tuple[bytes, bytes]]:
-        headers = []
-        retries = retries_header(self.attempts)
-        if retries:
-            headers.append((b"x-arbstr-retries", retries.encode()))
-        attempts = attempts_header(self.attempts)
-        if attempts:
-            headers.append((b"x-arbstr-attempts", attempts.encode()))
-        return headers
-
-    def finish(self, *, ok: bool, usage: Usage | None) -> None:
-        """A stream ended: whole (``ok``) or broken by the provider."""
-        if self.permit is not None:
-            verdict = Verdict.SUCCESS if ok else Verdict.FAILURE
-            self.permit.settle(verdict, actual_tokens=None if usage is None else usage.total_tokens)
-
-    async def aclose(self) -> None:
-        if self.permit is not None:
-            self.permit.settle(Verdict.ABANDONED)  # a no-op once finished
-        await close_quietly(self.response)
-
-
-async def close_quietly(response: ProviderResponse) -> None:
-    """Release a response's connection even while being cancelled, within a bound."""
-    # A failed close must not hide the outcome the caller is handling.
-    with (
-        trio.CancelScope(shield=True),
-        trio.move_on_after(_CLEANUP_TIMEOUT_S),
-        contextlib.suppress(Exception),
-    ):
-        await response.aclose()
-
-
-class _Failed(Exception):
-    """An attempt's failure, already judged: what it means next, and for the breaker."""
-
-    def __init__(
-        self,
-        kind: Failure,
-        error: ArbstrError,
-        verdict: Verdict,
-        outcome: str,
-        *,
-        status: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(error.message)
-        self.kind = kind
-        self.error = error
-        self.verdict = verdict
-        self.outcome = outcome
-        self.status = status
-        self.headers = headers or {}
 
 
 @attrs.frozen
 class _Result:
     answer: Answer | None = None
-    failure: _Failed | None = None
+    failure: AttemptFailed | None = None
 
 
 class Engine:
@@ -218,7 +137,7 @@ class _RequestRun:
         self.backed_off: Counter[str] = Counter()
         """Per provider, the attempt count the last backoff was slept for."""
         self.in_flight: set[str] = set()
-        self.last_failure: _Failed | None = None
+        self.last_failure: AttemptFailed | None = None
         self.blocked: list[Blocked] = []
         self.hedge_after_ms: int | None = engine.config.retry.hedge_after_ms
 
@@ -409,8 +328,15 @@ class _RequestRun:
     ) -> None:
         handed_over = False
         try:
-            answer = await self._try(candidate, permit)
-        except _Failed as failure:
+            answer = await try_candidate(
+                self.engine.upstream,
+                self.request,
+                self.exchange,
+                candidate,
+                permit,
+                attempt_timeout_ms=self.engine.config.retry.attempt_timeout_ms,
+            )
+        except AttemptFailed as failure:
             permit.settle(failure.verdict, headers=failure.headers)
             self._record(record, failure.outcome, failure.status, failure.error.message)
             self._note_failure(candidate.name, failure)
@@ -423,7 +349,7 @@ class _RequestRun:
             error = InternalError(
                 f"internal error; report request id {self.exchange.request_id} with the proxy's log"
             )
-            bug = _Failed(Failure.OURS, error, Verdict.ABANDONED, "internal_error")
+            bug = AttemptFailed(Failure.OURS, error, Verdict.ABANDONED, "internal_error")
             send.send_nowait(_Result(failure=bug))
         else:
             self._record(record, "ok", 200, None)
@@ -441,7 +367,7 @@ class _RequestRun:
             if is_retry:
                 self.engine.budget.active_retries -= 1
 
-    def _note_failure(self, provider: str, failure: _Failed) -> None:
+    def _note_failure(self, provider: str, failure: AttemptFailed) -> None:
         self.last_failure = failure
         if failure.status == 429:
             # Not excluded: its cooldown now blocks it, and if every candidate ends up
@@ -471,62 +397,6 @@ class _RequestRun:
             if record.outcome == UNSETTLED:
                 record.outcome = outcome
                 record.ended_at = now
-
-    # --- one attempt -----------------------------------------------------------------
-
-    async def _try(self, candidate: Candidate, permit: Permit) -> Answer:
-        provider = candidate.provider
-        headers = forward_headers(
-            self.exchange.client_headers,
-            api_key=provider.api_key.reveal() if provider.api_key is not None else None,
-            request_id=self.exchange.request_id,
-            idempotency_key=self.exchange.idempotency_key,
-            accept_stream=self.request.stream,
-        )
-        body = self.request.upstream_body(candidate.upstream_model)
-        timeout_ms = self.engine.config.retry.attempt_timeout_ms
-        with trio.move_on_after(math.inf if timeout_ms is None else timeout_ms / 1000):
-            return await self._send(candidate, permit, body, headers)
-        raise _Failed(
-            Failure.RETRY,
-            UpstreamTimeout(
-                f"provider {provider.name!r} did not answer within the {timeout_ms} ms "
-                "attempt timeout",
-                provider=provider.name,
-            ),
-            Verdict.FAILURE,
-            "timeout",
-        )
-
-    async def _send(
-        self, candidate: Candidate, permit: Permit, body: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> Answer:
-        provider = candidate.provider
-        try:
-            response = await self.engine.upstream.post(provider, "/chat/completions", body, headers)
-        except UpstreamError as error:
-            raise _transport_failure(error) from None
-        headers_at = trio.current_time()
-        try:
-            permit.observe(response.headers)
-            if not 200 <= response.status < 300:
-                raise await _status_failure(provider.name, response)
-            if self.request.stream:
-                first = await _first_chunk(candidate.name, response)
-                return Answer(candidate, response, headers_at, [], permit=permit, first_chunk=first)
-            body = await response.read()
-            usage = _usage_of_completion(body, provider.name)
-            await close_quietly(response)  # read whole: a failed close spoils nothing
-            permit.settle(
-                Verdict.SUCCESS, actual_tokens=None if usage is None else usage.total_tokens
-            )
-            return Answer(candidate, response, headers_at, [], body=body, usage=usage)
-        except UpstreamError as error:
-            await close_quietly(response)
-            raise _transport_failure(error) from None
-        except BaseException:
-            await close_quietly(response)
-            raise
 
     # --- endings ---------------------------------------------------------------------
 
@@ -577,65 +447,3 @@ def _retry_after(recoveries: Sequence[float], now: float) -> int:
     """Whole seconds until the soonest finite recovery (at least 1)."""
     finite = [at for at in recoveries if not math.isinf(at)]
     return max(1, math.ceil(min(finite) - now)) if finite else 1
-
-
-def _transport_failure(error: UpstreamError) -> _Failed:
-    outcome = {
-        "upstream_unreachable": "connect_error",
-        "upstream_timeout": "timeout",
-    }.get(error.code or "", "protocol_error")
-    return _Failed(Failure.RETRY, error, Verdict.FAILURE, outcome)
-
-
-async def _status_failure(provider: str, response: ProviderResponse) -> _Failed:
-    body = await response.read_error_body()
-    status = response.status
-    error = error_for_status(provider, status, response.headers, body)
-    kind = classify_status(status)
-    if status == 429:
-        verdict = Verdict.RATE_LIMITED
-    elif kind is Failure.CLIENT:
-        verdict = Verdict.CLIENT_ERROR
-    else:
-        verdict = Verdict.FAILURE
-    return _Failed(kind, error, verdict, f"http_{status}", status=status, headers=response.headers)
-
-
-async def _first_chunk(provider: str, response: ProviderResponse) -> bytes:
-    content_type = response.headers.get("content-type", "")
-    if not content_type.startswith("text/event-stream"):
-        raise _transport_failure(
-            UpstreamProtocolError(
-                f"provider {provider!r} answered a streaming request with "
-                f"{content_type or 'no content type'}, not an event stream",
-                provider=provider,
-            )
-        )
-    first = await response.next_chunk()
-    if not first:
-        raise _transport_failure(
-            UpstreamProtocolError(
-                f"provider {provider!r} closed the stream before sending anything",
-                provider=provider,
-            )
-        )
-    return first
-
-
-def _usage_of_completion(body: bytes, provider: str) -> Usage | None:
-    try:
-        document: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise _transport_failure(
-            UpstreamProtocolError(
-                f"provider {provider!r} answered with a body that is not JSON", provider=provider
-            )
-        ) from None
-    if not isinstance(document, dict):
-        raise _transport_failure(
-            UpstreamProtocolError(
-                f"provider {provider!r} answered with JSON that is not an object",
-                provider=provider,
-            )
-        )
-    return usage_from_json(document.get("usage"))

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from arbstr_trio.engine import Answer
+from arbstr_trio.answer import Answer
 from arbstr_trio.errors import UpstreamError
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import Usage, cost_msat, format_sats, msat_to_sats

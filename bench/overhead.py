@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import build_request, run_load, summarise
+from report import machine, markdown
 
 CLI = [sys.executable, "-m", "arbstr_trio"]
 CHAT: dict[str, object] = {
@@ -130,14 +130,6 @@ async def main(seconds: float, json_path: str | None, log_level: str) -> None:
         await trio.Path(json_path).write_text(json.dumps(document, indent=2))
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-
-
 COLUMNS = (
     "scenario",
     "conc",
@@ -155,7 +147,7 @@ COLUMNS = (
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """The table as Markdown, to paste into the README as it is."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    rows = []
     for row in results:
         d, p = row["direct"], row["proxy"]
         streaming = row["scenario"].startswith("stream")
@@ -172,8 +164,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f"{p['proxy_cpu_ms_per_request']:.3f}",
             f"{p['proxy_cpu_ms_per_event']:.4f}" if streaming else "",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown(COLUMNS, rows)
 
 
 if __name__ == "__main__":

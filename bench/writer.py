@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sqlite3
 import sys
@@ -38,6 +37,9 @@ from typing import Any
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import machine, markdown
 
 from arbstr_trio.store.records import AttemptRow, RequestRecord
 from arbstr_trio.store.writer import RecordWriter
@@ -212,20 +214,15 @@ async def main(count: int, producers: int, directories: list[str], json_path: st
     records = make_records(count)
     results = [await measure(directory, records, producers) for directory in directories]
     print(markdown_table(results))
-    print(f"\n{producers} producers; machine: {machine()}")
+    print(f"\n{producers} producers; machine: {machine(sqlite=sqlite3.sqlite_version)}")
     if json_path:
-        document = {"machine": machine(), "records": count, "producers": producers}
+        document = {
+            "machine": machine(sqlite=sqlite3.sqlite_version),
+            "records": count,
+            "producers": producers,
+        }
         document["results"] = results
         await trio.Path(json_path).write_text(json.dumps(document, indent=2))
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
 
 
 COLUMNS = (
@@ -243,7 +240,7 @@ COLUMNS = (
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """The table as Markdown, to paste into the README as it is."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    rows = []
     for row in results:
         cells = [
             f"{row['directory']} ({row['filesystem']})",
@@ -256,8 +253,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f"{row['rows_per_batch']:.0f}",
             f"{row['db_bytes'] / 1e6:.1f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown(COLUMNS, rows)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ import pytest
 import trio
 import trio.testing
 
+from arbstr_trio.answer import Answer
 from arbstr_trio.chat_request import parse_chat_request
 from arbstr_trio.config.models import Config, ProviderConfig
-from arbstr_trio.engine import Answer, Engine
+from arbstr_trio.engine import Engine
 from arbstr_trio.errors import (
     ArbstrError,
     DeadlineExceeded,
