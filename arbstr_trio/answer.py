@@ -125,7 +125,7 @@ async def try_candidate(
         idempotency_key=exchange.idempotency_key,
         accept_stream=request.stream,
     )
-    body = request.upstream_body(candidate.upstream_model)
+    body = request.upstream_body(candidate.upstream_model, provider.completion_limit_field)
     timeout_ms = attempt_timeout_ms
     with trio.move_on_after(math.inf if timeout_ms is None else timeout_ms / 1000):
         return await _send(upstream, request.stream, candidate, permit, body, headers)

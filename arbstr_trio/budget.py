@@ -65,6 +65,11 @@ class Limits:
     per_day_msat: int | None = None
     per_month_msat: int | None = None
 
+    @property
+    def bounded(self) -> bool:
+        """Whether any period has a limit: only then must a request's cost be bounded."""
+        return self.per_day_msat is not None or self.per_month_msat is not None
+
     def for_period(self, period: Period) -> int | None:
         return self.per_day_msat if period is Period.DAY else self.per_month_msat
 

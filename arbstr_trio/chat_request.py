@@ -2,8 +2,9 @@
 
 The body is parsed a single time to read the handful of fields routing needs. What
 goes upstream is the client's own bytes, unless something has to change (the model
-name under a mapping, or ``stream_options`` to ask for usage): only then is the body
-serialised again, with every field the client sent, known to us or not, kept.
+name under a mapping, ``stream_options`` to ask for usage, or a completion cap that a
+budget needs): only then is the body serialised again, with every field the client
+sent, known to us or not, kept.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 import attrs
 import orjson
 
+from arbstr_trio.config.models import CompletionLimitField
 from arbstr_trio.errors import ClientError
-from arbstr_trio.tokens import estimate_prompt_tokens
+from arbstr_trio.tokens import estimate_prompt_tokens, prompt_token_bound
 
 __all__ = ["ChatRequest", "parse_chat_request"]
 
@@ -33,14 +35,34 @@ class ChatRequest:
     """The client explicitly set ``include_usage: false``: we must not ask on its behalf."""
     max_completion_tokens: int | None
     choices: int
+    completion_cap: int | None = None
+    """A limit the proxy sets because the client set none (see :meth:`capped`)."""
 
-    def upstream_body(self, upstream_model: str) -> bytes:
+    def capped(self, completion_tokens: int) -> ChatRequest:
+        """This request with a completion limit of the proxy's, where the client set none.
+
+        A budget holds the most a request can cost, and an answer with no limit has no
+        most; the cap goes upstream in the field each provider reads.
+        """
+        if self.max_completion_tokens is not None:
+            return self
+        return attrs.evolve(
+            self, max_completion_tokens=completion_tokens, completion_cap=completion_tokens
+        )
+
+    def upstream_body(
+        self,
+        upstream_model: str,
+        limit_field: CompletionLimitField = CompletionLimitField.MAX_TOKENS,
+    ) -> bytes:
         """The body to send to a provider that knows the model as ``upstream_model``."""
         ask_for_usage = self.stream and not self.client_wants_usage and not self.usage_declined
-        if upstream_model == self.model and not ask_for_usage:
+        if upstream_model == self.model and not ask_for_usage and self.completion_cap is None:
             return self.raw
         body = dict(self.body)
         body["model"] = upstream_model
+        if self.completion_cap is not None:
+            body[limit_field.value] = self.completion_cap
         if ask_for_usage:
             options = body.get("stream_options")
             options = dict(options) if isinstance(options, Mapping) else {}
@@ -52,6 +74,11 @@ class ChatRequest:
     def prompt_tokens(self) -> int:
         """The prompt's estimated tokens: counted once, asked for by routing and the engine."""
         return estimate_prompt_tokens(self.body["messages"], self.body.get("tools"))
+
+    @functools.cached_property
+    def prompt_token_bound(self) -> int:
+        """The most prompt tokens this request can be charged for: what a budget holds."""
+        return prompt_token_bound(self.body["messages"], self.body.get("tools"))
 
     def expected_tokens(self, default_completion_tokens: int) -> tuple[int, int]:
         """(prompt, completion) tokens this request is expected to use, for ranking."""

@@ -14,13 +14,15 @@ from collections.abc import Sequence
 import attrs
 
 from arbstr_trio.budget import Budgets, Hold, Limits, Period, Refusal, sats_to_msat
+from arbstr_trio.chat_request import ChatRequest
 from arbstr_trio.config.models import Config
 from arbstr_trio.errors import BudgetExceeded
+from arbstr_trio.pricing import Usage, cost_msat
 from arbstr_trio.recording import RequestTrail
 from arbstr_trio.routing import Candidate
 from arbstr_trio.store.reader import RequestLog
 
-__all__ = ["BudgetHold", "limits_for", "load_budgets", "reserve_budget"]
+__all__ = ["BudgetHold", "bounded_for_budget", "limits_for", "load_budgets", "reserve_budget"]
 
 
 async def load_budgets(request_log: RequestLog, now: float) -> Budgets:
@@ -66,18 +68,37 @@ class BudgetHold:
             self.budgets.settle(hold, trail.cost_msat)
 
 
+def bounded_for_budget(config: Config, key_name: str | None, request: ChatRequest) -> ChatRequest:
+    """``request`` as it must go upstream for its key's budget to hold.
+
+    A key with a limit cannot let an answer of unbounded length through: where the
+    client set no ``max_tokens``, ``[routing] budget_completion_tokens`` is set for it.
+    """
+    if key_name is None or not limits_for(config, key_name).bounded:
+        return request
+    return request.capped(config.routing.budget_completion_tokens)
+
+
 def reserve_budget(
-    budgets: Budgets, config: Config, key_name: str | None, candidates: Sequence[Candidate]
+    budgets: Budgets,
+    config: Config,
+    key_name: str | None,
+    request: ChatRequest,
+    candidates: Sequence[Candidate],
 ) -> BudgetHold:
     """Hold the request's worst case against its key, or raise :class:`BudgetExceeded`.
 
-    The worst case is the dearest candidate's estimate, not the first's: fallback may
-    land on any of them. Synchronous on purpose: nothing can run between the check and
-    the hold.
+    The worst case is the most the dearest candidate can charge, not the first's
+    estimate: fallback may land on any of them, the prompt is counted at its bound
+    (:func:`arbstr_trio.tokens.prompt_token_bound`), and the completion at its limit
+    (the client's, or :func:`bounded_for_budget`'s). Synchronous on purpose: nothing can
+    run between the check and the hold.
     """
     if key_name is None or not candidates:
         return BudgetHold(budgets, None)
-    worst = max(candidate.estimated_cost_msat for candidate in candidates)
+    completion = request.max_completion_tokens or config.routing.default_completion_tokens
+    most = Usage(request.prompt_token_bound, completion * request.choices)
+    worst = max(cost_msat(candidate.rates, most) for candidate in candidates)
     now = time.time()  # the request log's clock, so a restart sums the same periods
     reserved = budgets.reserve(key_name, limits_for(config, key_name), worst, now)
     if isinstance(reserved, Refusal):

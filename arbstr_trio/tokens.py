@@ -1,10 +1,17 @@
-"""Estimating a request's tokens before it is sent, to rank providers by what it will cost.
+"""Counting a request's prompt tokens before it is sent: an estimate, and a bound.
 
-The estimate only has to order providers correctly and be in the right range; the
-cost that is charged and recorded always comes from the provider's reported usage.
-A tokenizer per model family would be more exact but costs milliseconds and a large
-dependency on the hot path; four characters per token is the well-known average for
-English text with OpenAI's tokenizers, with the per-message overhead they document.
+The *estimate* ranks providers by what a request will cost; it only has to order them
+correctly and be in the right range, since the cost charged and recorded always comes
+from the provider's reported usage. A tokenizer per model family would be more exact
+but costs milliseconds and a large dependency on the hot path; four characters per
+token is the well-known average for English text with OpenAI's tokenizers, with the
+per-message overhead they document.
+
+The *bound* is what a spending budget holds before sending, so it must not be beaten:
+a byte-level BPE tokenizer (OpenAI's, Llama 3's and most since) never makes a token of
+less than one byte, so the UTF-8 length of the text caps its tokens, whatever language
+it is in. Images are the exception no byte count bounds; they are counted at OpenAI's
+largest high-detail charge for one image.
 """
 
 from __future__ import annotations
@@ -12,37 +19,73 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["estimate_prompt_tokens"]
+import attrs
+import orjson
+
+__all__ = ["estimate_prompt_tokens", "prompt_token_bound"]
 
 _CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4  # role and separators around each message
 _TOKENS_PER_REPLY = 3  # the assistant reply is primed with a few tokens
 _TOKENS_PER_IMAGE = 85  # an image part at low detail, OpenAI's base charge
+_MAX_TOKENS_PER_IMAGE = 1_445  # 85 + 170 per tile, 8 tiles: a 768x2048 image at high detail
+_MAX_TOKENS_PER_MESSAGE = 8  # generous: chat templates wrap a message in a few special tokens
 
 
-def estimate_prompt_tokens(messages: Sequence[Any], tools: object = None) -> int:
-    """Prompt tokens for ``messages`` (and ``tools``, when the request declares any)."""
-    chars = 0
-    extra = _TOKENS_PER_REPLY
+@attrs.define
+class _PromptSize:
+    chars: int = 0
+    utf8_bytes: int = 0
+    messages: int = 0
+    images: int = 0
+
+    def add(self, text: str) -> None:
+        self.chars += len(text)
+        self.utf8_bytes += len(text.encode())
+
+
+def _measure(messages: Sequence[Any], tools: object) -> _PromptSize:
+    """One walk over everything of a request that a provider turns into prompt tokens."""
+    size = _PromptSize(messages=len(messages))
     for message in messages:
-        extra += _TOKENS_PER_MESSAGE
         if not isinstance(message, Mapping):
             continue
         content = message.get("content")
         if isinstance(content, str):
-            chars += len(content)
+            size.add(content)
         elif isinstance(content, list):
             for part in content:
                 if isinstance(part, Mapping):
                     text = part.get("text")
                     if isinstance(text, str):
-                        chars += len(text)
+                        size.add(text)
                     elif part.get("type") == "image_url":
-                        extra += _TOKENS_PER_IMAGE
+                        size.images += 1
         for key in ("name", "tool_calls", "function_call"):
             value = message.get(key)
             if value is not None:
-                chars += len(str(value))
+                size.add(value if isinstance(value, str) else _json_text(value))
     if tools is not None:
-        chars += len(str(tools))
-    return extra + -(-chars // _CHARS_PER_TOKEN)
+        size.add(_json_text(tools))
+    return size
+
+
+def _json_text(value: object) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # not JSON-shaped: count what it prints as
+        return str(value)
+
+
+def estimate_prompt_tokens(messages: Sequence[Any], tools: object = None) -> int:
+    """Prompt tokens for ``messages`` (and ``tools``, when the request declares any)."""
+    size = _measure(messages, tools)
+    overhead = _TOKENS_PER_REPLY + _TOKENS_PER_MESSAGE * size.messages
+    return overhead + _TOKENS_PER_IMAGE * size.images + -(-size.chars // _CHARS_PER_TOKEN)
+
+
+def prompt_token_bound(messages: Sequence[Any], tools: object = None) -> int:
+    """The most prompt tokens ``messages`` (and ``tools``) can come to; see the module."""
+    size = _measure(messages, tools)
+    overhead = _TOKENS_PER_REPLY + _MAX_TOKENS_PER_MESSAGE * size.messages
+    return overhead + _MAX_TOKENS_PER_IMAGE * size.images + size.utf8_bytes

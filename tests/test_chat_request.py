@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from arbstr_trio.chat_request import parse_chat_request
+from arbstr_trio.config.models import CompletionLimitField
 from arbstr_trio.errors import ClientError
 
 
@@ -101,3 +102,19 @@ def test_with_both_token_limits_the_larger_is_expected() -> None:
     }
     request = parse_chat_request(orjson.dumps(body))
     assert request.expected_tokens(256)[1] == 5000
+
+
+def test_a_completion_cap_applies_only_where_the_client_set_no_limit() -> None:
+    bare = parse_chat_request(b'{"model":"m","messages":[{"role":"user","content":"hi"}],"x":1}')
+    capped = bare.capped(64)
+    assert capped.max_completion_tokens == 64
+    sent = orjson.loads(capped.upstream_body("m"))
+    assert (sent["max_tokens"], sent["x"]) == (64, 1)
+    sent = orjson.loads(capped.upstream_body("m", CompletionLimitField.MAX_COMPLETION_TOKENS))
+    assert sent["max_completion_tokens"] == 64
+    assert "max_tokens" not in sent
+    own = parse_chat_request(
+        b'{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":9}'
+    )
+    assert own.capped(64) is own
+    assert own.upstream_body("m") == own.raw  # the client's bytes, untouched

@@ -1,8 +1,8 @@
 """Client-key budgets through the real server: the race, settling, and surviving restart.
 
 Costs are computed here from the mock's deterministic usage (the proxy's own prompt
-estimate, and ``chunks`` completion tokens unless ``max_tokens`` is fewer), so every
-expected figure is exact to the msat.
+estimate, and ``chunks`` completion tokens unless ``max_tokens`` is fewer), and holds
+from the proxy's prompt bound, so every expected figure is exact to the msat.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import trio.testing
 from arbstr_trio.budget import Period
 from arbstr_trio.pricing import Rates, Usage, cost_msat, format_sats
 from arbstr_trio.server import Started
-from arbstr_trio.tokens import estimate_prompt_tokens
+from arbstr_trio.tokens import estimate_prompt_tokens, prompt_token_bound
 from tests.conftest import (
     chat_body,
     config_from,
@@ -35,6 +35,7 @@ TEAM_A = "team-a-5e4d3c2b1a0f9e8d7c6b"
 AUTH = {"x-api-key": TEAM_A}
 BODY = chat_body(max_tokens=50)
 PROMPT = estimate_prompt_tokens(BODY["messages"])  # type: ignore[arg-type]
+PROMPT_BOUND = prompt_token_bound(BODY["messages"])  # type: ignore[arg-type]
 CHUNKS = 5
 CHEAP = Rates(Decimal(1500), Decimal(6000), Decimal("0.5"))
 DEAR = Rates(Decimal(3000), Decimal(12000), Decimal(1))
@@ -97,11 +98,12 @@ def assert_budget_exceeded(response: httpx.Response, left_msat: int) -> None:
 
 
 async def test_fifty_racing_requests_get_exactly_the_ten_the_budget_fits(tmp_path: Path) -> None:
-    # One provider and max_tokens = chunks: the worst case reserved is the actual cost,
-    # so exactly 10 fit however the 50 interleave. The mock's latency keeps all in flight.
+    # One provider and max_tokens = chunks: each holds the same worst case, so exactly 10
+    # fit however the 50 interleave. The mock's latency keeps all in flight.
     body = chat_body(max_tokens=CHUNKS)
+    hold = cost_msat(CHEAP, Usage(PROMPT_BOUND, CHUNKS))
     each = cost_msat(CHEAP, Usage(PROMPT, CHUNKS))
-    config = proxy_config(tmp_path / "log.db", provider("solo", CHEAP, latency_ms=200), 10 * each)
+    config = proxy_config(tmp_path / "log.db", provider("solo", CHEAP, latency_ms=200), 10 * hold)
     async with running_proxy(config_from(config)) as started, http_client(started) as client:
         responses: list[httpx.Response] = []
 
@@ -119,6 +121,7 @@ async def test_fifty_racing_requests_get_exactly_the_ten_the_budget_fits(tmp_pat
         assert {response.headers["x-arbstr-cost-sats"] for response in ok} == {format_sats(each)}
         for response in refused:
             assert_budget_exceeded(response, left_msat=0)
+        assert 10 * each <= 10 * hold
         await started.runtime.writer.flushed(50)
         assert spent_in_log(started) == (50, 10 * each)
         assert len(started.mocks["solo"].received) == 10  # the refused never went upstream
@@ -126,7 +129,7 @@ async def test_fifty_racing_requests_get_exactly_the_ten_the_budget_fits(tmp_pat
 
 async def test_settling_gives_back_what_the_worst_case_did_not_cost(tmp_path: Path) -> None:
     # Reserved: the dear provider with 50 completion tokens; charged: the cheap one, 5.
-    worst = cost_msat(DEAR, Usage(PROMPT, 50))
+    worst = cost_msat(DEAR, Usage(PROMPT_BOUND, 50))
     actual = cost_msat(CHEAP, Usage(PROMPT, CHUNKS))
     assert actual < worst
     config = proxy_config(
@@ -142,7 +145,7 @@ async def test_settling_gives_back_what_the_worst_case_did_not_cost(tmp_path: Pa
 
 
 async def test_a_request_that_fails_releases_its_reservation(tmp_path: Path) -> None:
-    each = cost_msat(CHEAP, Usage(PROMPT, 50))
+    each = cost_msat(CHEAP, Usage(PROMPT_BOUND, 50))
     config = proxy_config(tmp_path / "log.db", provider("solo", CHEAP), each)
     async with running_proxy(config_from(config)) as started, http_client(started) as client:
         # Each would have used the whole budget had it kept its reservation.
@@ -158,7 +161,7 @@ async def test_a_request_that_fails_releases_its_reservation(tmp_path: Path) -> 
 
 
 async def test_spend_survives_a_restart_and_the_log_names_the_key(tmp_path: Path) -> None:
-    worst = cost_msat(DEAR, Usage(PROMPT, 50))
+    worst = cost_msat(DEAR, Usage(PROMPT_BOUND, 50))
     actual = cost_msat(CHEAP, Usage(PROMPT, CHUNKS))
     config = config_from(
         proxy_config(
@@ -196,7 +199,7 @@ async def open_stream(started: Started, *headers: bytes) -> trio.SocketStream:
 
 
 async def test_a_client_that_leaves_settles_its_reservation_once(tmp_path: Path) -> None:
-    worst = cost_msat(CHEAP, Usage(PROMPT, 50))
+    worst = cost_msat(CHEAP, Usage(PROMPT_BOUND, 50))
     config = proxy_config(tmp_path / "log.db", provider("solo", CHEAP), 10 * worst)
     async with running_proxy(config_from(config)) as started:
         budgets, now = started.runtime.budgets, time.time()
@@ -219,3 +222,92 @@ async def test_a_client_that_leaves_settles_its_reservation_once(tmp_path: Path)
             await started.runtime.writer.flushed(2)
         assert budgets.held_msat("team-a", Period.DAY, now) == 0
         assert budgets.spent_msat("team-a", Period.DAY, now) == worst
+
+
+def capped_config(db: Path, budget_msat: int, *, limit_field: str = "max_tokens") -> str:
+    """A provider whose answers run to 1000 tokens unless told fewer, and a 40-token cap."""
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+
+[database]
+path = "{db}"
+
+[routing]
+budget_completion_tokens = 40
+
+[[providers]]
+name = "verbose"
+url = "http://mock.invalid/v1"
+models = ["gpt-4o-mini"]
+input_rate = {CHEAP.input_rate}
+output_rate = {CHEAP.output_rate}
+base_fee = {CHEAP.base_fee}
+completion_limit_field = "{limit_field}"
+
+[providers.mock]
+chunks = 1000
+latency_ms = 100
+
+[[keys]]
+name = "team-a"
+key = "{TEAM_A}"
+max_sats_per_day = {format_sats(budget_msat)}
+
+[[keys]]
+name = "unlimited"
+key = "unlimited-9f8e7d6c5b4a"
+"""
+
+
+async def test_answers_without_a_limit_cannot_spend_past_the_budget(tmp_path: Path) -> None:
+    # Without a cap, each answer would run to 1000 tokens and settle at 25 times the
+    # hold: ten concurrent requests would spend far past a budget that fits three.
+    hold = cost_msat(CHEAP, Usage(PROMPT_BOUND, 40))
+    config = capped_config(tmp_path / "log.db", 3 * hold)
+    async with running_proxy(config_from(config)) as started, http_client(started) as client:
+        responses: list[httpx.Response] = []
+
+        async def send_one() -> None:
+            responses.append(
+                await client.post("/v1/chat/completions", json=chat_body(), headers=AUTH)
+            )
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(send_one)
+
+        ok = [response for response in responses if response.status_code == 200]
+        assert len(ok) == 3, [r.text for r in responses if r.status_code != 200]
+        assert {response.json()["usage"]["completion_tokens"] for response in ok} == {40}
+        await started.runtime.writer.flushed(10)
+        rows, spent = spent_in_log(started)
+        assert rows == 10
+        assert spent == 3 * cost_msat(CHEAP, Usage(PROMPT, 40)) <= 3 * hold
+        sent = [orjson.loads(request.body) for request in started.mocks["verbose"].received]
+        assert [body["max_tokens"] for body in sent] == [40, 40, 40]
+
+
+async def test_the_cap_goes_where_the_provider_reads_it_and_only_for_budgets(
+    tmp_path: Path,
+) -> None:
+    config = capped_config(tmp_path / "log.db", 10**9, limit_field="max_completion_tokens")
+    async with running_proxy(config_from(config)) as started, http_client(started) as client:
+        capped = await client.post("/v1/chat/completions", json=chat_body(), headers=AUTH)
+        own_limit = await client.post(
+            "/v1/chat/completions", json=chat_body(max_tokens=7), headers=AUTH
+        )
+        unlimited = await client.post(
+            "/v1/chat/completions",
+            json=chat_body(),
+            headers={"x-api-key": "unlimited-9f8e7d6c5b4a"},
+        )
+        assert [r.status_code for r in (capped, own_limit, unlimited)] == [200, 200, 200]
+        assert unlimited.json()["usage"]["completion_tokens"] == 1000
+        first, second, third = (
+            orjson.loads(request.body) for request in started.mocks["verbose"].received
+        )
+        assert (first["max_completion_tokens"], "max_tokens" in first) == (40, False)
+        assert (second["max_tokens"], "max_completion_tokens" in second) == (7, False)
+        assert "max_tokens" not in third
+        assert "max_completion_tokens" not in third

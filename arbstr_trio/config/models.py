@@ -25,6 +25,7 @@ __all__ = [
     "ChainConfig",
     "ChainEntry",
     "ClientKey",
+    "CompletionLimitField",
     "Config",
     "DatabaseConfig",
     "HttpUrl",
@@ -75,6 +76,16 @@ class Tier(enum.Enum):
     LOCAL = "local"
     STANDARD = "standard"
     FRONTIER = "frontier"
+
+
+class CompletionLimitField(enum.Enum):
+    """The body field a provider reads its completion limit from, when the proxy sets one.
+
+    OpenAI's reasoning models refuse ``max_tokens``; many other servers know only it.
+    """
+
+    MAX_TOKENS = "max_tokens"
+    MAX_COMPLETION_TOKENS = "max_completion_tokens"
 
 
 class Strategy(enum.Enum):
@@ -159,6 +170,8 @@ class ProviderConfig:
     requests_per_day: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
     max_concurrent: PositiveInt | None = None
+    completion_limit_field: CompletionLimitField = CompletionLimitField.MAX_TOKENS
+    """Where the proxy puts the completion cap it sets for budgeted requests."""
     mock: MockBehaviour | None = None
     """How ``--mock`` answers for this provider; ignored without ``--mock``."""
 
@@ -224,6 +237,9 @@ class LoggingConfig:
 class RoutingConfig:
     default_completion_tokens: PositiveInt = PositiveInt(256)
     """Completion tokens assumed when ranking a request that sets no ``max_tokens``."""
+    budget_completion_tokens: PositiveInt = PositiveInt(4096)
+    """The completion cap set on a request of a key with a budget when the client set
+    none: a budget can only hold against answers of bounded length."""
 
 
 @attrs.frozen(kw_only=True)

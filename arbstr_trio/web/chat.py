@@ -14,7 +14,7 @@ from arbstr_trio.recording import RequestTrail
 from arbstr_trio.relay import Outcome, relay_completion, relay_stream
 from arbstr_trio.route_plan import plan_route
 from arbstr_trio.runtime import Runtime
-from arbstr_trio.spending import reserve_budget
+from arbstr_trio.spending import bounded_for_budget, reserve_budget
 from arbstr_trio.web.asgi import (
     Receive,
     ResponseSend,
@@ -127,6 +127,7 @@ async def _serve(
     candidates = route.candidates
     trail.candidates = candidates
     trail.policy = route.label
+    request = bounded_for_budget(config, exchange.client_key, request)
 
     async def answer_and_relay() -> tuple[str, Outcome]:
         answer = await runtime.engine.answer(
@@ -148,7 +149,7 @@ async def _serve(
     # Taken with no await since the check: concurrent requests cannot share the last of a
     # budget. Ended in the finally, so every end (answer, error, disconnect, cancellation)
     # settles or releases it exactly once.
-    budget_hold = reserve_budget(runtime.budgets, config, exchange.client_key, candidates)
+    budget_hold = reserve_budget(runtime.budgets, config, exchange.client_key, request, candidates)
     try:
         result = await run_until_disconnect(receive, send, answer_and_relay)
     finally:
