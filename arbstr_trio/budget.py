@@ -166,16 +166,18 @@ class Budgets:
             starts=tuple((period, tally.start) for period, tally in tallies),
         )
 
-    def settle(self, hold: Hold, actual_msat: int | None) -> None:
+    def settle(self, hold: Hold, actual_msat: int | None) -> int:
         """Replace the hold by what the request cost; an unknown cost keeps the hold spent.
 
         (A provider that reported no usage still charged for something, and the hold
         is the most it could have been: counting it keeps the budget a real bound.)
+        Returns what was counted as spent, for the request log to remember.
         """
         spent = hold.amount_msat if actual_msat is None else actual_msat
         for tally in self._tallies_of(hold):
             tally.held_msat -= hold.amount_msat
             tally.spent_msat += spent
+        return spent
 
     def release(self, hold: Hold) -> None:
         """The request got no answer: nothing was spent, the whole hold is given back."""

@@ -121,6 +121,15 @@ class ClientError(ArbstrError):
     default_code = "invalid_request"
 
 
+class PolicyRefusal(ClientError):
+    """A policy's limits leave the request nothing to run on; names the policy, so the
+    request log can say which one refused."""
+
+    def __init__(self, message: str, *, policy: str, param: str, code: str) -> None:
+        super().__init__(message, param=param, code=code)
+        self.policy = policy
+
+
 class RequestTooLarge(ClientError):
     status = 413
     default_code = "request_too_large"

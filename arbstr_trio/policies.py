@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from arbstr_trio.config.models import PoliciesConfig, PolicyRule
-from arbstr_trio.errors import ClientError
+from arbstr_trio.errors import ClientError, PolicyRefusal
 from arbstr_trio.pricing import format_sats
 from arbstr_trio.routing import Candidate
 
@@ -89,15 +89,16 @@ def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str]:
 def apply_policy(rule: PolicyRule, model: str, candidates: Sequence[Candidate]) -> list[Candidate]:
     """The candidates ``rule`` allows for ``model``, in the order given.
 
-    Raises :class:`ClientError` when the model is not allowed or no candidate is
+    Raises :class:`PolicyRefusal` when the model is not allowed or no candidate is
     within the rule's caps.
     """
     if rule.allowed_models and model not in rule.allowed_models:
         allowed = ", ".join(repr(name) for name in rule.allowed_models)
-        raise ClientError(
+        raise PolicyRefusal(
             f"the model {model!r} is not allowed under policy {rule.name!r}; it allows {allowed}",
             param="model",
             code="model_not_allowed",
+            policy=rule.name,
         )
     kept = list(candidates)
     cap = rule.max_sats_per_1m_output
@@ -105,12 +106,13 @@ def apply_policy(rule: PolicyRule, model: str, candidates: Sequence[Candidate]) 
         kept = [c for c in kept if c.rates.output_rate <= cap]
         if not kept:
             cheapest = min(c.rates.output_rate for c in candidates)
-            raise ClientError(
+            raise PolicyRefusal(
                 f"no provider of {model!r} is within policy {rule.name!r}'s "
                 f"max_sats_per_1m_output of {_number(cap)} (the lowest output rate is "
                 f"{_number(cheapest)} sats per 1M tokens)",
                 param="model",
                 code="policy_price_cap",
+                policy=rule.name,
             )
     max_cost = rule.max_cost_sats
     if max_cost is not None:
@@ -118,13 +120,14 @@ def apply_policy(rule: PolicyRule, model: str, candidates: Sequence[Candidate]) 
         within = [c for c in kept if c.estimated_cost_msat <= limit_msat]
         if not within:
             lowest = min(c.estimated_cost_msat for c in kept)
-            raise ClientError(
+            raise PolicyRefusal(
                 f"no provider of {model!r} can serve this request within policy "
                 f"{rule.name!r}'s max_cost_sats of {_number(max_cost)}: the lowest "
                 f"estimate is {format_sats(lowest)} sats; ask for fewer tokens "
                 "(max_tokens) or a cheaper model",
                 param="max_tokens",
                 code="policy_cost_cap",
+                policy=rule.name,
             )
         kept = within
     return kept

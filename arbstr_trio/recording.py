@@ -38,6 +38,8 @@ class RequestTrail:
     error_type: str | None = None
     policy: str | None = None
     """The policy the request ran under, else the chain it asked for."""
+    budget_msat: int | None = None
+    """What the request counted against its key's budget, once settled."""
 
     def answered(self, candidate: Candidate, headers_at: float) -> None:
         self.answered_by = candidate
@@ -93,6 +95,7 @@ class RequestTrail:
             else None,
             attempts=tuple(_row(exchange, attempt) for attempt in exchange.attempts),
             client_key=exchange.client_key,
+            budget_msat=self.budget_msat,
         )
 
     def _dearest_cost(self) -> int | None:

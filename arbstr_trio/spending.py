@@ -65,7 +65,7 @@ class BudgetHold:
         if trail.answered_by is None:
             self.budgets.release(hold)
         else:
-            self.budgets.settle(hold, trail.cost_msat)
+            trail.budget_msat = self.budgets.settle(hold, trail.cost_msat)
 
 
 def bounded_for_budget(config: Config, key_name: str | None, request: ChatRequest) -> ChatRequest:

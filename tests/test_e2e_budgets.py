@@ -222,6 +222,9 @@ async def test_a_client_that_leaves_settles_its_reservation_once(tmp_path: Path)
             await started.runtime.writer.flushed(2)
         assert budgets.held_msat("team-a", Period.DAY, now) == 0
         assert budgets.spent_msat("team-a", Period.DAY, now) == worst
+    async with running_proxy(config_from(config)) as started:
+        # The log remembers the kept reservation, so a restart counts it too.
+        assert started.runtime.budgets.spent_msat("team-a", Period.DAY, now) == worst
 
 
 def capped_config(db: Path, budget_msat: int, *, limit_field: str = "max_tokens") -> str:

@@ -208,7 +208,12 @@ async def test_policy_refusals_are_400s_that_say_why() -> None:
 
         assert sum(len(mock.received) for mock in started.mocks.values()) == 0
         await started.runtime.writer.flushed(3)
-        assert [status for _, _, status in policy_column(started)] == [400, 400, 400]
+        # The log names the policy that refused; an unknown one names none.
+        assert [(policy, status) for policy, _, status in policy_column(started)] == [
+            (None, 400),
+            ("frugal", 400),
+            ("frugal", 400),
+        ]
 
 
 async def test_a_policy_hedges_on_its_own_delay() -> None:

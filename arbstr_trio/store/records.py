@@ -62,6 +62,9 @@ class RequestRecord:
     """A stream's first byte to its last."""
     client_key: str | None = None
     """The name of the client's key, never the key."""
+    budget_msat: int | None = None
+    """What the request counted against its key's budget: its cost, or its whole
+    reservation when the cost is unknown; None without a key or an answer."""
     attempts: tuple[AttemptRow, ...] = ()
 
     @property

@@ -76,6 +76,16 @@ MIGRATIONS: tuple[str, ...] = (
         started_at, client_key, cost_msat
     ) WHERE client_key IS NOT NULL;
     """,
+    # 4: what each request counted against its key's budget, which is more than its
+    # cost_msat when that is unknown (the whole reservation stays spent): budgets
+    # restart from this. The index of migration 3 is replaced to cover it.
+    """
+    ALTER TABLE requests ADD COLUMN budget_msat INTEGER;
+    DROP INDEX requests_started_at_client_key;
+    CREATE INDEX requests_started_at_client_key ON requests (
+        started_at, client_key, budget_msat, cost_msat
+    ) WHERE client_key IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -34,8 +34,9 @@ _INSERT_REQUEST = """
     INSERT INTO requests (
         request_id, started_at, finished_at, model, upstream_model, provider, tier, policy,
         streaming, status, success, error_type, prompt_tokens, completion_tokens, cost_msat,
-        usage_missing, max_cost_msat, latency_ms, ttfb_ms, stream_ms, attempts, client_key
-    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        usage_missing, max_cost_msat, latency_ms, ttfb_ms, stream_ms, attempts, client_key,
+        budget_msat
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_ATTEMPT = """
     INSERT INTO attempts (request, seq, provider, started_at, duration_ms, outcome, status,
@@ -231,6 +232,7 @@ def _write_batch(connection: sqlite3.Connection, batch: Sequence[RequestRecord])
                     record.stream_ms,
                     len(record.attempts),
                     record.client_key,
+                    record.budget_msat,
                 ),
             )
             if record.attempts:

@@ -7,7 +7,7 @@ import logging
 import trio
 
 from arbstr_trio.chat_request import ChatRequest, parse_chat_request
-from arbstr_trio.errors import ArbstrError, BodyTimeout, ClientError
+from arbstr_trio.errors import ArbstrError, BodyTimeout, ClientError, PolicyRefusal
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import format_sats
 from arbstr_trio.recording import RequestTrail
@@ -44,6 +44,8 @@ async def chat_completions(
             await _serve(runtime, trail.request, receive, send, exchange, trail, policy_header)
     except ArbstrError as exc:
         trail.failed(exc.status_code(), exc.code)
+        if isinstance(exc, PolicyRefusal):
+            trail.policy = exc.policy
         raise
     except BaseException as exc:
         if _only_cancellation(exc):
