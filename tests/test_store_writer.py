@@ -316,6 +316,32 @@ async def test_records_arriving_while_a_batch_is_written_join_the_next_batch(
     assert len(sizes) < handlers * each // 10, sizes
 
 
+async def test_records_a_moment_apart_share_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: trio.testing.MockClock
+) -> None:
+    """At a modest rate, each record would be its own transaction and thread hop; the
+    writer lingers 50 ms for company. A reader that waits for the rows cuts it short."""
+    path = tmp_path / "log.db"
+    with counted_batches(monkeypatch) as sizes, trio.fail_after(DEADLINE_S):
+        writer = RecordWriter(str(path), linger_s=0.05)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for n in range(5):
+                await writer.record(a_record(n))
+                clock.jump(0.009)  # 5 records within 45 ms: one batch
+                await trio.testing.wait_all_tasks_blocked()
+            assert sizes == []
+            clock.jump(0.01)
+            await writer.flushed(5)
+            assert sizes == [5]
+            await writer.record(a_record(5))
+            asked_at = trio.current_time()
+            await writer.flushed(6)
+            assert sizes == [5, 1]
+            assert trio.current_time() - asked_at < 0.05  # the reader did not wait out the linger
+            writer.close()
+
+
 async def test_close_drains_everything_queued_before_run_returns(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     writer = RecordWriter(str(path), batch_size=100)

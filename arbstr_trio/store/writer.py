@@ -56,11 +56,15 @@ class RecordWriter:
         *,
         capacity: int = 10_000,
         batch_size: int = 1_000,
+        linger_s: float = 0.05,
         max_age_days: float | None = None,
     ) -> None:
         self.path = path
         self._send, self._receive = trio.open_memory_channel[RequestRecord](capacity)
         self._batch_size = batch_size
+        self._linger_s = linger_s
+        self._linger = trio.CancelScope()
+        """The current batch's wait for more records; cancelled by :meth:`flushed`."""
         self._max_age_s = None if max_age_days is None else max_age_days * 86_400
         self.rows_written = 0
         """Request rows written since start (attempt rows are not counted)."""
@@ -87,8 +91,10 @@ class RecordWriter:
     async def flushed(self, rows: int) -> None:
         """Return once ``rows`` request rows in all have been written: records are written
         after their response, so whoever reads the log right after (a test, a bench)
-        waits here for it to catch up. The caller bounds the wait."""
+        waits here for it to catch up, and the batch being gathered is written at once.
+        The caller bounds the wait."""
         while self.rows_written < rows:
+            self._linger.cancel()
             await self._progress.wait()
 
     async def drained(self) -> None:
@@ -108,13 +114,7 @@ class RecordWriter:
             next_prune = trio.current_time()
             async with self._receive:
                 async for first in self._receive:
-                    batch = [first]
-                    while len(batch) < self._batch_size:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await self._write(connection, batch)
+                    await self._write(connection, await self._gather(first))
                     if self._max_age_s is not None and trio.current_time() >= next_prune:
                         next_prune = trio.current_time() + _PRUNE_EVERY_S
                         await self._prune(connection)
@@ -122,6 +122,33 @@ class RecordWriter:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(connection.close)
             self._done.set()
+
+    async def _gather(self, first: RequestRecord) -> list[RequestRecord]:
+        """A batch: ``first`` and what arrives within the linger, up to the batch size.
+
+        Each batch is one transaction and one hop to a worker thread, which cost more
+        than its rows at a modest rate: lingering a little turns a record per
+        transaction into many. Shutdown does not linger.
+        """
+        batch = [first]
+        self._take_queued(batch)
+        if self._closing or len(batch) >= self._batch_size:
+            return batch
+        with trio.move_on_after(self._linger_s) as self._linger:
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(await self._receive.receive())
+                except trio.EndOfChannel:
+                    break
+                self._take_queued(batch)
+        return batch
+
+    def _take_queued(self, batch: list[RequestRecord]) -> None:
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
 
     def _open(self) -> sqlite3.Connection:
         connection = connect(self.path)
