@@ -23,6 +23,7 @@ import copy
 import json
 import logging
 import os
+import signal
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
@@ -35,11 +36,23 @@ from arbstr_trio.config.load import ConfigError, LoadedConfig, parse_document, p
 from arbstr_trio.config.models import Config
 from arbstr_trio.runtime import Runtime
 
-__all__ = ["OVERLAY_SUFFIX", "SECTIONS", "ConfigSource", "Overlay", "reload", "restart_only"]
+__all__ = [
+    "OVERLAY_SUFFIX",
+    "SECTIONS",
+    "SUPERVISOR_PID_VARIABLE",
+    "ConfigSource",
+    "Overlay",
+    "reload",
+    "restart_only",
+    "single_process_settings",
+    "tell_other_workers",
+]
 
 log = logging.getLogger(__name__)
 
 OVERLAY_SUFFIX = ".admin.json"
+SUPERVISOR_PID_VARIABLE = "ARBSTR_SUPERVISOR_PID"
+"""Set in each worker of ``serve --workers`` to its supervisor's pid."""
 SECTIONS = ("providers", "chains", "keys")
 """What the admin API changes: the config's arrays of named tables."""
 
@@ -64,6 +77,8 @@ class ConfigSource:
     """What to call a source without a path in messages."""
     transform: Callable[[Config], Config] | None = None
     """Applied to every loaded config before it runs (``--mock`` points providers at mocks)."""
+    one_of_workers: bool = False
+    """Served by one of several processes (``serve --workers``), which forbids budgets."""
 
     @property
     def name(self) -> str:
@@ -94,7 +109,12 @@ class ConfigSource:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(self.name, [f"TOML syntax error: {exc}"]) from None
-        return parse_document(merge(document, overlay), source=self.name, environ=self.environ)
+        loaded = parse_document(merge(document, overlay), source=self.name, environ=self.environ)
+        if self.one_of_workers:
+            problems = single_process_settings(loaded.config)
+            if problems:
+                raise ConfigError(self.name, problems)
+        return loaded
 
     def save_overlay(self, overlay: Overlay) -> None:
         """Write ``overlay`` atomically (0600) and make it this source's own."""
@@ -154,6 +174,26 @@ class ConfigSource:
         if problems:
             raise ConfigError(str(path), problems)
         return overlay
+
+
+def single_process_settings(config: Config) -> list[str]:
+    """What ``config`` has that only a single process can honour: budgets, since the
+    spend a request holds while in flight lives in its worker's memory alone."""
+    return [
+        f"$.keys[{index}]: budgets (max_sats_per_day, max_sats_per_month) need a single "
+        "worker: run serve without --workers, or remove the key's limits"
+        for index, key in enumerate(config.keys)
+        if key.max_sats_per_day is not None or key.max_sats_per_month is not None
+    ]
+
+
+def tell_other_workers() -> None:
+    """Under ``serve --workers``, have every worker reload, so an admin change made in
+    one is in force in all: the supervisor relays SIGHUP to each (this one included,
+    which reloads what it already runs)."""
+    supervisor = os.environ.get(SUPERVISOR_PID_VARIABLE, "")
+    if supervisor.isdigit() and int(supervisor) == os.getppid():
+        os.kill(int(supervisor), signal.SIGHUP)
 
 
 def merge(document: dict[str, Any], overlay: Overlay) -> dict[str, Any]:

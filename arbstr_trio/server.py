@@ -47,9 +47,11 @@ class Started:
     """What serves requests: the engine, the health board, the upstream client."""
 
 
-def hypercorn_config(config: Config) -> hypercorn.config.Config:
+def hypercorn_config(config: Config, *, listen_fd: int | None = None) -> hypercorn.config.Config:
+    """Hypercorn's settings for ``config``; with ``listen_fd``, it serves that inherited
+    listening socket (a worker of ``serve --workers``) instead of binding its own."""
     server = hypercorn.config.Config()
-    server.bind = [str(config.server.listen)]
+    server.bind = [str(config.server.listen) if listen_fd is None else f"fd://{listen_fd}"]
     server.graceful_timeout = config.server.graceful_shutdown_ms / 1000
     server.accesslog = None
     server.errorlog = logging.getLogger("hypercorn.error")
@@ -75,6 +77,7 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]],
     source: ConfigSource | None = None,
     reload_on_sighup: bool = False,
+    listen_fd: int | None = None,
     task_status: trio.TaskStatus[Started] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the proxy until ``shutdown_trigger`` returns, then shut down gracefully.
@@ -99,7 +102,7 @@ async def serve(
                         # Our App takes plain mappings; Hypercorn's signature names its
                         # TypedDicts.
                         cast("hypercorn.typing.Framework", App(runtime)),
-                        hypercorn_config(config),
+                        hypercorn_config(config, listen_fd=listen_fd),
                         shutdown_trigger=shutdown_trigger,
                     )
                 )

@@ -12,12 +12,13 @@ from pathlib import Path
 import attrs
 import trio
 
-from arbstr_trio import __version__
+from arbstr_trio.cli.banner import announce
 from arbstr_trio.cli.common import Subparsers, parse_listen_flag
+from arbstr_trio.cli.workers import supervise, watch_supervisor
 from arbstr_trio.config.load import ConfigError
 from arbstr_trio.config.models import Config
 from arbstr_trio.logs import configure_logging
-from arbstr_trio.reconfigure import ConfigSource
+from arbstr_trio.reconfigure import SUPERVISOR_PID_VARIABLE, ConfigSource
 from arbstr_trio.server import Started, serve, watch_signals
 
 __all__ = ["add_parser"]
@@ -50,11 +51,29 @@ def add_parser(commands: Subparsers) -> None:
         action="store_true",
         help="serve every provider from an in-process mock: no network, no keys needed",
     )
+    parser.add_argument(
+        "-w",
+        "--workers",
+        metavar="N",
+        type=_worker_count,
+        default=1,
+        help="worker processes sharing the listening socket (default: 1); see the README "
+        "for what each worker keeps to itself",
+    )
+    # A worker of --workers: serve the inherited listening socket, announce nothing.
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64, got {text!r}")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
     source = _source(args.config, mock=args.mock)
+    source.one_of_workers = args.workers > 1 or args.worker_fd is not None
     loaded = source.load()
     config = loaded.config
     if args.listen:
@@ -62,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
             config, server=attrs.evolve(config.server, listen=parse_listen_flag(args.listen))
         )
     configure_logging(config.logging.level)
-    for warning in loaded.warnings:
-        log.warning("%s", warning)
-    return trio.run(_serve_until_signalled, config, args.mock, source)
+    if args.worker_fd is None:  # a worker's parent has said these already
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
+    if args.workers > 1:
+        return supervise(args, config)
+    return trio.run(_serve_until_signalled, config, args.mock, source, args.worker_fd)
 
 
 def _source(path: str | None, *, mock: bool) -> ConfigSource:
@@ -80,12 +102,17 @@ def _source(path: str | None, *, mock: bool) -> ConfigSource:
     )
 
 
-async def _serve_until_signalled(config: Config, mock: bool, source: ConfigSource) -> int:
+async def _serve_until_signalled(
+    config: Config, mock: bool, source: ConfigSource, worker_fd: int | None
+) -> int:
     shutdown = trio.Event()
     failure: str | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_signals, shutdown, nursery.cancel_scope)
+            supervisor = os.environ.get(SUPERVISOR_PID_VARIABLE, "")
+            if worker_fd is not None and supervisor.isdigit():
+                nursery.start_soon(watch_supervisor, int(supervisor), shutdown)
 
             async def serve_then_stop(task_status: trio.TaskStatus[Started]) -> None:
                 await serve(
@@ -94,12 +121,14 @@ async def _serve_until_signalled(config: Config, mock: bool, source: ConfigSourc
                     shutdown_trigger=shutdown.wait,
                     source=source,
                     reload_on_sighup=True,
+                    listen_fd=worker_fd,
                     task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()
 
             started: Started = await nursery.start(serve_then_stop)
-            _announce(started)
+            if worker_fd is None:
+                announce(started.url, started.config, mock_urls=_mock_urls(started))
     except* OSError as group:
         failure = "; ".join(_os_error_text(exc) for exc in _leaves(group))
     if failure is not None:
@@ -121,20 +150,7 @@ def _os_error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _announce(started: Started) -> None:
-    # One write, so whoever reads our stdout gets the whole banner at once.
-    lines = [f"arbstr-trio {__version__} listening on {started.url}"]
-    if started.mocks:
-        mocks = ", ".join(f"{p.name} ({p.url})" for p in started.config.providers)
-        model = (
-            started.config.providers[0].models[0]
-            if started.config.providers[0].models
-            else "mock-model"
-        )
-        body = f'{{"model": "{model}", "messages": [{{"role": "user", "content": "hello"}}]}}'
-        lines.append(f"  mock providers: {mocks}")
-        lines.append(
-            f"  try: curl -s {started.url}/v1/chat/completions "
-            f"-H 'content-type: application/json' -d '{body}'"
-        )
-    print("\n".join(lines), flush=True)
+def _mock_urls(started: Started) -> str | None:
+    if not started.mocks:
+        return None
+    return ", ".join(f"{p.name} ({p.url})" for p in started.config.providers)

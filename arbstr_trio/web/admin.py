@@ -45,7 +45,7 @@ from arbstr_trio.errors import (
 )
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.pricing import rate_to_json
-from arbstr_trio.reconfigure import SECTIONS, ConfigSource, merge, prepare
+from arbstr_trio.reconfigure import SECTIONS, ConfigSource, merge, prepare, tell_other_workers
 from arbstr_trio.runtime import Runtime
 from arbstr_trio.web.asgi import Receive, ResponseSend, Scope, read_body, send_json
 
@@ -190,6 +190,7 @@ def _change(
     shown = None if body is None else _render(next(e for e in entries if e.name == name))
     source.save_overlay(overlay)
     runtime.apply(prepare(runtime, source, loaded.config))
+    tell_other_workers()
     log.info("admin: %s %r %s", section, name, "deleted" if body is None else "set")
     return shown
 
