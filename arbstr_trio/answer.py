@@ -123,7 +123,6 @@ async def try_candidate(
         api_key=provider.api_key.reveal() if provider.api_key is not None else None,
         request_id=exchange.request_id,
         idempotency_key=exchange.idempotency_key,
-        accept_stream=request.stream,
     )
     body = request.upstream_body(candidate.upstream_model, provider.completion_limit_field)
     timeout_ms = attempt_timeout_ms

@@ -22,10 +22,9 @@ _LEVELS = {
 def configure_logging(level: LogLevel, *, server_banner: bool = False) -> None:
     """Send our logs (and Hypercorn's) to stderr at ``level``.
 
-    httpx logs every request it sends at INFO, a line per upstream call on the hot
-    path that says nothing our own request line does not; Hypercorn announces its
-    bind at INFO, which ``serve`` prints itself (``server_banner`` keeps it, for an
-    external ``hypercorn`` run). Both are held to warnings.
+    Hypercorn announces its bind at INFO, which ``serve`` prints itself
+    (``server_banner`` keeps it, for an external ``hypercorn`` run); otherwise it is
+    held to warnings.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
@@ -34,8 +33,5 @@ def configure_logging(level: LogLevel, *, server_banner: bool = False) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
-    quiet = ["httpx", "httpcore", "hpack"]
     if not server_banner:
-        quiet.append("hypercorn.error")
-    for name in quiet:
-        logging.getLogger(name).setLevel(max(logging.WARNING, _LEVELS[level]))
+        logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, _LEVELS[level]))

@@ -1,21 +1,22 @@
-"""Talking to providers: one pooled HTTP client, the request we send, the errors we map.
+"""Talking to providers: one connection pool, the request we send, the errors we map.
 
-One ``httpx.AsyncClient`` serves every provider for the life of the process, so
-connections are reused across requests. Every library exception that can escape a
-send or a read is turned into one of ours in :func:`map_transport_errors`, the single
-table of what went wrong (as httpcore's ``map_exceptions`` does), so nothing above
-this module knows httpx exists.
+One :class:`~arbstr_trio.http1.ConnectionPool` serves every provider for the life of
+the process, so connections are reused across requests. Every transport failure that
+can escape a send or a read is turned into one of ours in :func:`map_transport_errors`,
+the single table of what went wrong (as httpcore's ``map_exceptions`` does), so nothing
+above this module knows how the bytes travel.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 import certifi
-import httpx
 import orjson
 
 from arbstr_trio.config.apikey import convention_variable
@@ -31,6 +32,7 @@ from arbstr_trio.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from arbstr_trio.http1 import ConnectionPool, Origin, Response, TransportError, TransportKind
 
 __all__ = [
     "ProviderClient",
@@ -44,7 +46,7 @@ __all__ = [
 
 Header = tuple[bytes, bytes]
 
-# Never forwarded: hop-by-hop headers (RFC 9110 7.6.1), what httpx sets itself, the
+# Never forwarded: hop-by-hop headers (RFC 9110 7.6.1), what the pool sets itself, the
 # client's credentials for *this* proxy (the provider gets the provider's key), and
 # our own control headers.
 _NOT_FORWARDED = frozenset(
@@ -84,7 +86,6 @@ def forward_headers(
     api_key: str | None,
     request_id: str,
     idempotency_key: str,
-    accept_stream: bool,
 ) -> list[Header]:
     """The headers a provider receives: the client's own, minus what must not travel."""
     connection_named: set[bytes] = set()
@@ -100,9 +101,9 @@ def forward_headers(
     kept.append((b"content-type", b"application/json"))
     kept.append((b"idempotency-key", idempotency_key.encode()))
     kept.append((b"x-request-id", request_id.encode()))
-    if accept_stream:
-        # Compressed SSE would have to be inflated before it can be relayed event by event.
-        kept.append((b"accept-encoding", b"identity"))
+    # Relayed as it comes: a compressed body would have to be inflated first (and an
+    # event stream before it could be relayed event by event).
+    kept.append((b"accept-encoding", b"identity"))
     if api_key:
         kept.append((b"authorization", b"Bearer " + api_key.encode()))
     return kept
@@ -110,42 +111,29 @@ def forward_headers(
 
 @contextmanager
 def map_transport_errors(provider: str) -> Iterator[None]:
-    """The one table from httpx's exceptions to ours."""
+    """The one table from transport failures to ours."""
     try:
         yield
-    except httpx.PoolTimeout as exc:
-        raise UpstreamUnreachable(
-            f"provider {provider!r} could not be reached: every pooled connection to it "
-            "stayed busy; raise [upstream] max_connections",
-            provider=provider,
-        ) from exc
-    except httpx.LocalProtocolError as exc:
-        # Never str(exc): h11 quotes the offending header, which may be the key.
+    except TransportError as exc:
+        kind = exc.kind
+        if kind is TransportKind.UNREACHABLE:
+            raise UpstreamUnreachable(
+                f"provider {provider!r} could not be reached: {exc.detail}", provider=provider
+            ) from None
+        if kind is TransportKind.TIMEOUT:
+            raise UpstreamTimeout(
+                f"provider {provider!r} stopped answering: {exc.detail}", provider=provider
+            ) from None
+        if kind is TransportKind.REFUSED_BY_LIBRARY:
+            # Never the library's words: h11 quotes the offending header, which may be the key.
+            raise UpstreamProtocolError(
+                f"the request to provider {provider!r} could not be sent: the HTTP library "
+                "refused a header or the body",
+                provider=provider,
+            ) from None
         raise UpstreamProtocolError(
-            f"the request to provider {provider!r} could not be sent: the HTTP library "
-            "refused a header or the body",
-            provider=provider,
-        ) from exc
-    except httpx.ConnectTimeout as exc:
-        raise UpstreamUnreachable(
-            f"provider {provider!r} could not be reached: {_describe(exc, 'connect timed out')}",
-            provider=provider,
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(
-            f"provider {provider!r} stopped answering: {_describe(exc, 'read timed out')}",
-            provider=provider,
-        ) from exc
-    except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
-        raise UpstreamUnreachable(
-            f"provider {provider!r} could not be reached: {_describe(exc, 'connection failed')}",
-            provider=provider,
-        ) from exc
-    except (httpx.TransportError, httpx.DecodingError) as exc:
-        raise UpstreamProtocolError(
-            f"provider {provider!r} broke the connection: {_describe(exc, 'protocol error')}",
-            provider=provider,
-        ) from exc
+            f"provider {provider!r} broke the connection: {exc.detail}", provider=provider
+        ) from None
 
 
 def error_for_status(
@@ -196,11 +184,6 @@ def _is_safe_header(value: str) -> bool:
     return 0 < len(value) <= 64 and value.isprintable() and value.isascii()
 
 
-def _describe(exc: Exception, fallback: str) -> str:
-    text = str(exc).strip()
-    return text[:200] if text else fallback
-
-
 class ProviderResponse(Protocol):
     """What the engine needs of a provider's answer (a fake one, in engine tests)."""
 
@@ -232,16 +215,15 @@ class ProviderClient(Protocol):
 class UpstreamResponse:
     """A provider's answer with its body still on the wire. Close it, always."""
 
-    __slots__ = ("_chunks", "_response", "provider")
+    __slots__ = ("_response", "provider")
 
-    def __init__(self, response: httpx.Response, provider: str) -> None:
+    def __init__(self, response: Response, provider: str) -> None:
         self._response = response
-        self._chunks: AsyncIterator[bytes] | None = None
         self.provider = provider
 
     @property
     def status(self) -> int:
-        return self._response.status_code
+        return self._response.status
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -255,7 +237,7 @@ class UpstreamResponse:
         parts: list[bytes] = []
         size = 0
         with map_transport_errors(self.provider):
-            async for part in self._response.aiter_bytes():
+            while (part := await self._response.next_piece()) is not None:
                 parts.append(part)
                 size += len(part)
                 if size > _BODY_LIMIT:
@@ -273,32 +255,23 @@ class UpstreamResponse:
         """At most 64 KiB of an error answer: enough for any error envelope."""
         parts: list[bytes] = []
         size = 0
-        if self._chunks is None:
-            self._chunks = self._response.aiter_bytes()  # so aclose() closes it if we stop early
         with map_transport_errors(self.provider):
-            async for part in self._chunks:
+            while size < _ERROR_BODY_LIMIT:
+                part = await self._response.next_piece()
+                if part is None:
+                    break
                 parts.append(part)
                 size += len(part)
-                if size >= _ERROR_BODY_LIMIT:
-                    break
         return b"".join(parts)[:_ERROR_BODY_LIMIT]
 
     async def next_chunk(self) -> bytes | None:
         """The next piece of body as it arrives; ``None`` at the end."""
-        if self._chunks is None:
-            self._chunks = self._response.aiter_bytes()
         with map_transport_errors(self.provider):
-            try:
-                return await anext(self._chunks)
-            except StopAsyncIteration:
-                return None
+            return await self._response.next_piece()
 
     async def aclose(self) -> None:
         """Release the connection (closed, not pooled, if the body was not read to its end)."""
-        with map_transport_errors(self.provider):
-            if self._chunks is not None:
-                await self._chunks.aclose()  # type: ignore[attr-defined]
-            await self._response.aclose()
+        await self._response.aclose()
 
 
 class Upstream:
@@ -308,33 +281,32 @@ class Upstream:
         context = ssl.create_default_context(cafile=certifi.where())
         if config.ca_bundle:
             context.load_verify_locations(cafile=config.ca_bundle)
-        connect_s = config.connect_timeout_ms / 1000
-        self._client = httpx.AsyncClient(
-            verify=context,
-            trust_env=False,
-            follow_redirects=False,
-            timeout=httpx.Timeout(
-                connect=connect_s, read=idle_timeout_s, write=idle_timeout_s, pool=connect_s
-            ),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_keepalive_connections,
-                keepalive_expiry=config.keepalive_expiry_ms / 1000,
-            ),
+        context.set_alpn_protocols(["http/1.1"])
+        self._idle_timeout_s = idle_timeout_s
+        self._pool = ConnectionPool(
+            context,
+            max_connections=config.max_connections,
+            max_idle_connections=config.max_keepalive_connections,
+            keepalive_expiry_s=config.keepalive_expiry_ms / 1000,
+            connect_timeout_s=config.connect_timeout_ms / 1000,
         )
 
+    @property
+    def pool(self) -> ConnectionPool:
+        return self._pool
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     async def post(
         self, provider: ProviderConfig, path: str, body: bytes, headers: list[Header]
     ) -> UpstreamResponse:
         """Send a request and return as soon as the response headers are in."""
+        origin, target = _address(provider.url + path)
         with map_transport_errors(provider.name):
-            request = self._client.build_request(
-                "POST", provider.url + path, content=body, headers=headers
+            response = await self._pool.request(
+                origin, b"POST", target, headers, body, timeout_s=self._idle_timeout_s
             )
-            response = await self._client.send(request, stream=True)
         return UpstreamResponse(response, provider.name)
 
     async def get_json(self, provider: ProviderConfig, path: str) -> Any:
@@ -342,17 +314,33 @@ class Upstream:
         headers: list[Header] = [(b"accept", b"application/json")]
         if provider.api_key is not None:
             headers.append((b"authorization", b"Bearer " + provider.api_key.reveal().encode()))
+        origin, target = _address(provider.url + path)
         with map_transport_errors(provider.name):
-            response = await self._client.get(provider.url + path, headers=headers)
-        if response.status_code != 200:
-            raise UpstreamError(
-                f"provider {provider.name!r} answered GET {path} with HTTP {response.status_code}",
-                provider=provider.name,
+            response = await self._pool.request(
+                origin, b"GET", target, headers, b"", timeout_s=self._idle_timeout_s
             )
+        answer = UpstreamResponse(response, provider.name)
         try:
-            return orjson.loads(response.content)
+            if answer.status != 200:
+                raise UpstreamError(
+                    f"provider {provider.name!r} answered GET {path} with HTTP {answer.status}",
+                    provider=provider.name,
+                )
+            content = await answer.read()
+        finally:
+            await answer.aclose()
+        try:
+            return orjson.loads(content)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(
                 f"provider {provider.name!r} answered GET {path} with invalid JSON",
                 provider=provider.name,
             ) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _address(url: str) -> tuple[Origin, bytes]:
+    """Where a URL's requests go, and the request target to send there."""
+    parts = urllib.parse.urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Origin.of(url), target.encode("ascii")

@@ -16,7 +16,7 @@ import openai
 import trio
 
 from arbstr_trio.config.load import parse_config
-from arbstr_trio.config.models import Config, DatabaseConfig
+from arbstr_trio.config.models import Config, DatabaseConfig, ListenAddress, ServerConfig
 from arbstr_trio.reconfigure import ConfigSource
 from arbstr_trio.server import Started, serve
 
@@ -62,6 +62,11 @@ async def running_proxy(
     (where ``config`` was loaded from) enables the admin API."""
     if isinstance(config, str):
         config = config_from(config)
+    if config.server.listen == ServerConfig().listen:
+        # Never the default port: another proxy (or test run) may be on it.
+        config = attrs.evolve(
+            config, server=attrs.evolve(config.server, listen=ListenAddress("127.0.0.1", 0))
+        )
     scratch = tempfile.TemporaryDirectory(prefix="arbstr-test-")
     if config.database.path == DatabaseConfig().path:
         # Each test its own request log, not ./arbstr.db in whatever directory runs pytest.

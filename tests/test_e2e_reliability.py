@@ -612,8 +612,8 @@ async def test_chaos_every_client_gets_an_answer_or_a_proper_error(
         assert health["in_flight"] == 0
         assert [p["in_flight"] for p in health["providers"]] == [0, 0, 0]
         # ...and every upstream connection still open is idle in the pool, not mid-answer.
-        pool = runtime.upstream._client._transport._pool  # type: ignore[attr-defined]
-        assert all(c.is_idle() or c.is_closed() for c in pool.connections)
+        pool = runtime.upstream.pool
+        assert pool.open_connections == pool.idle_connections
         await trio.testing.wait_all_tasks_blocked()
         tasks = all_tasks()
         leftover = collections.Counter(task.name for task in tasks) - baseline
@@ -624,8 +624,7 @@ async def test_chaos_every_client_gets_an_answer_or_a_proper_error(
         mock_side = [t for t in tasks if t.name == _CONNECTION_TASK and under_mock(t)]
         busy = [awaiting(t) for t in mock_side if "_deliver" in awaiting(t)]
         assert busy == []  # no mock is still answering anyone
-        open_upstream = [c for c in pool.connections if not c.is_closed()]
-        assert len(mock_side) == len(open_upstream)
+        assert len(mock_side) == pool.open_connections
 
         # Past every cooldown and open breaker, the proxy serves normally again.
         clock.jump(3.0)
@@ -665,5 +664,7 @@ async def test_overload_past_max_in_flight_is_503_overloaded_after_the_wait() ->
         assert error["type"] == "service_unavailable"
         assert response.headers["retry-after"] == "1"
         assert response.headers["x-backoff-ms"] == "200"
-        assert 0.2 <= elapsed <= 0.3, elapsed
+        # After the 200 ms wait, and well before the 1 s the served ones took (the
+        # margin is for a loaded machine's scheduling, not for the proxy).
+        assert 0.2 <= elapsed <= 0.6, elapsed
     assert received(started) == {"alpha": 4, "beta": 0}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from arbstr_trio.errors import (
@@ -11,8 +10,10 @@ from arbstr_trio.errors import (
     UpstreamProtocolError,
     UpstreamRejected,
     UpstreamStatusError,
+    UpstreamTimeout,
     UpstreamUnreachable,
 )
+from arbstr_trio.http1 import TransportError, TransportKind
 from arbstr_trio.upstream import error_for_status, forward_headers, map_transport_errors
 
 CLIENT_HEADERS = [
@@ -40,7 +41,6 @@ def test_client_credentials_and_hop_by_hop_headers_stay_behind() -> None:
             api_key="sk-provider",
             request_id="r1",
             idempotency_key="k1",
-            accept_stream=False,
         )
     )
     assert headers == {
@@ -50,20 +50,19 @@ def test_client_credentials_and_hop_by_hop_headers_stay_behind() -> None:
         b"idempotency-key": b"k1",
         b"x-request-id": b"r1",
         b"authorization": b"Bearer sk-provider",
+        b"accept-encoding": b"identity",
     }
 
 
 def test_no_key_means_no_authorization() -> None:
-    headers = forward_headers(
-        CLIENT_HEADERS, api_key=None, request_id="r", idempotency_key="k", accept_stream=True
-    )
+    headers = forward_headers(CLIENT_HEADERS, api_key=None, request_id="r", idempotency_key="k")
     names = [name for name, _ in headers]
     assert b"authorization" not in names
     assert (b"accept-encoding", b"identity") in headers
 
 
 def _error(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> object:
-    return error_for_status("alpha", status, httpx.Headers(headers or {}), body)
+    return error_for_status("alpha", status, headers or {}, body)
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -117,12 +116,24 @@ def test_provider_failures_are_502(status: int) -> None:
 
 def test_a_refused_header_is_reported_without_its_value() -> None:
     with pytest.raises(UpstreamProtocolError) as caught, map_transport_errors("alpha"):
-        raise httpx.LocalProtocolError("Illegal header value b'Bearer sk-secret '")
+        raise TransportError(
+            TransportKind.REFUSED_BY_LIBRARY, "Illegal header value b'Bearer sk-secret '"
+        )
     assert "sk-secret" not in caught.value.message
     assert "refused a header" in caught.value.message
 
 
-def test_an_exhausted_pool_says_so() -> None:
-    with pytest.raises(UpstreamUnreachable) as caught, map_transport_errors("alpha"):
-        raise httpx.PoolTimeout("")
-    assert "max_connections" in caught.value.message
+@pytest.mark.parametrize(
+    ("kind", "error", "words"),
+    [
+        (TransportKind.UNREACHABLE, UpstreamUnreachable, "could not be reached: why"),
+        (TransportKind.TIMEOUT, UpstreamTimeout, "stopped answering: why"),
+        (TransportKind.PROTOCOL, UpstreamProtocolError, "broke the connection: why"),
+    ],
+)
+def test_each_transport_failure_has_its_error(
+    kind: TransportKind, error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error) as caught, map_transport_errors("alpha"):
+        raise TransportError(kind, "why")
+    assert f"provider 'alpha' {words}" in str(caught.value)
