@@ -50,6 +50,8 @@ from arbstr_trio.errors import (
 )
 from arbstr_trio.exchange import Exchange
 from arbstr_trio.health.board import Blocked, BlockReason, HealthBoard, Permit, Verdict
+from arbstr_trio.live.events import attempt_failed_fields
+from arbstr_trio.live.hub import LiveHub
 from arbstr_trio.retry import Failure, RetryBudget, backoff_s
 from arbstr_trio.routing import Candidate
 from arbstr_trio.strategies import LatencyTracker
@@ -75,8 +77,11 @@ class Engine:
         *,
         rng: random.Random | None = None,
         latency: LatencyTracker | None = None,
+        live: LiveHub | None = None,
     ) -> None:
         self.upstream = upstream
+        self.live = live
+        """Told of every failed attempt as it fails (the live feed)."""
         self.board = board
         self.config = config
         self.rng = rng or random.Random()
@@ -339,6 +344,7 @@ class _RequestRun:
         except AttemptFailed as failure:
             permit.settle(failure.verdict, headers=failure.headers)
             self._record(record, failure.outcome, failure.status, failure.error.message)
+            self._publish_failure(candidate, record)
             self._note_failure(candidate.name, failure)
             send.send_nowait(_Result(failure=failure))
         except Exception as exc:
@@ -346,6 +352,7 @@ class _RequestRun:
             log.exception("attempt on provider %r failed unexpectedly", candidate.name)
             permit.settle(Verdict.ABANDONED)
             self._record(record, "internal_error", None, str(exc))
+            self._publish_failure(candidate, record)
             error = InternalError(
                 f"internal error; report request id {self.exchange.request_id} with the proxy's log"
             )
@@ -366,6 +373,14 @@ class _RequestRun:
             self.in_flight.discard(candidate.name)
             if is_retry:
                 self.engine.budget.active_retries -= 1
+
+    def _publish_failure(self, candidate: Candidate, record: AttemptRecord) -> None:
+        live = self.engine.live
+        if live is not None and live.listening:
+            fields = attempt_failed_fields(
+                self.exchange.request_id, candidate.upstream_model, record
+            )
+            live.publish("attempt_failed", fields)
 
     def _note_failure(self, provider: str, failure: AttemptFailed) -> None:
         self.last_failure = failure

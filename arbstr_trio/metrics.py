@@ -27,7 +27,7 @@ cannot create series without end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -116,6 +116,15 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
+        self._live_dropped = Counter(
+            "arbstr_live_events_dropped",
+            "Live feed events dropped for subscribers that read too slowly (oldest first).",
+            registry=self.registry,
+        )
+        self.request_observers: list[Callable[[RequestRecord], None]] = []
+        """Also handed each finished request's record by :meth:`observe` (the live feed):
+        observe() is the one call every finished chat request makes, so the feed, the
+        counters and the request log all tell of the same requests."""
         self._state = StateCollector(config.providers, board, admission, writer)
         self.registry.register(self._state)
         # Children per label set, so observe() skips labels()' validation and lock.
@@ -172,6 +181,13 @@ class Metrics:
             if attempts is None:
                 attempts = self._attempt_children[attempt_key] = self._attempts.labels(*attempt_key)
             attempts.inc()
+
+        for observer in self.request_observers:
+            observer(record)
+
+    def count_live_drops(self, count: int) -> None:
+        """Live feed events a slow subscriber lost (see :mod:`arbstr_trio.live.hub`)."""
+        self._live_dropped.inc(count)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes, as of now.

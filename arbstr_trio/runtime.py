@@ -21,9 +21,13 @@ from arbstr_trio.catalog import ModelCatalog
 from arbstr_trio.config.models import Config
 from arbstr_trio.engine import Engine
 from arbstr_trio.health.board import HealthBoard
+from arbstr_trio.live.events import request_fields
+from arbstr_trio.live.health_watch import HealthWatch
+from arbstr_trio.live.hub import LiveHub
 from arbstr_trio.metrics import Metrics
 from arbstr_trio.spending import load_budgets
 from arbstr_trio.store.reader import RequestLog
+from arbstr_trio.store.records import RequestRecord
 from arbstr_trio.store.writer import RecordWriter
 from arbstr_trio.strategies import RouteState
 from arbstr_trio.upstream import Upstream
@@ -57,6 +61,8 @@ class Runtime:
     """What strategies remember between requests (latencies seen, round-robin turns)."""
     source: ConfigSource | None = None
     """Where the configuration came from, for the admin API and SIGHUP; None: in memory."""
+    live: LiveHub = attrs.field(factory=LiveHub)
+    """The live feed's subscribers (``/v1/live``); closed, ending every feed, on exit."""
 
     def apply(self, config: Config) -> None:
         """Make ``config`` the one the next request sees.
@@ -87,9 +93,13 @@ async def open_runtime(
     admission = Admission(config.server.max_in_flight, config.server.admission_wait_ms / 1000)
     metrics = Metrics(config, board=board, admission=admission, writer=writer)
     routes = RouteState()
+    live = _open_live_feed(metrics)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
+            watch = HealthWatch(live, board)
+            board.listener = watch
+            nursery.start_soon(watch.run)
             request_log = await RequestLog.open(config.database.path)  # once migrated
             try:
                 budgets = await load_budgets(request_log, time.time())
@@ -97,7 +107,7 @@ async def open_runtime(
                     config=config,
                     upstream=upstream,
                     board=board,
-                    engine=Engine(upstream, board, config, latency=routes.latency),
+                    engine=Engine(upstream, board, config, latency=routes.latency, live=live),
                     catalog=ModelCatalog(config.providers, upstream, chains=config.chains),
                     admission=admission,
                     writer=writer,
@@ -106,8 +116,12 @@ async def open_runtime(
                     routes=routes,
                     budgets=budgets,
                     source=source,
+                    live=live,
                 )
             finally:
+                live.close()  # feeds end now, not when the nursery is cancelled
+                board.listener = None
+                watch.stop()
                 await request_log.aclose()
                 writer.close()
                 # Drained here, shielded, rather than by the nursery's exit: if the body
@@ -117,3 +131,15 @@ async def open_runtime(
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
             await upstream.aclose()
+
+
+def _open_live_feed(metrics: Metrics) -> LiveHub:
+    """The live feed's hub, told of every finished request, its drops counted."""
+    live = LiveHub(on_drop=metrics.count_live_drops)
+
+    def publish_request(record: RequestRecord) -> None:
+        if live.listening:
+            live.publish("request", request_fields(record), ts=record.finished_at)
+
+    metrics.request_observers.append(publish_request)
+    return live

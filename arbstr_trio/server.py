@@ -95,6 +95,12 @@ async def serve(
         async with open_runtime(config, source) as runtime, trio.open_nursery() as watchers:
             if reload_on_sighup:
                 watchers.start_soon(watch_reload, runtime)
+
+            async def stop_accepting_then_end_feeds() -> None:
+                await shutdown_trigger()
+                # A live feed never ends by itself: ended now, not after the grace period.
+                runtime.live.close()
+
             async with trio.open_nursery() as server_nursery:
                 binds = await server_nursery.start(
                     partial(
@@ -103,7 +109,7 @@ async def serve(
                         # TypedDicts.
                         cast("hypercorn.typing.Framework", App(runtime)),
                         hypercorn_config(config, listen_fd=listen_fd),
-                        shutdown_trigger=shutdown_trigger,
+                        shutdown_trigger=stop_accepting_then_end_feeds,
                     )
                 )
                 task_status.started(Started(binds[0], config, mocks, runtime))

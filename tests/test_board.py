@@ -171,6 +171,10 @@ def test_snapshot_reports_wall_times_and_cooldowns() -> None:
     permit(board, "a").settle(Verdict.FAILURE)  # opened at 100, wall 1_700_000_000
     permit(board, "b", "x").settle(Verdict.RATE_LIMITED, headers={"retry-after": "3.5"})
     permit(board, "b", "y")
+    permit(board, "b", "z").settle(
+        Verdict.SUCCESS,
+        headers={"x-ratelimit-remaining-tokens": "900", "x-ratelimit-reset-tokens": "30s"},
+    )
     time.advance(1.0)
     assert board.snapshot(config.providers) == [
         {
@@ -181,6 +185,8 @@ def test_snapshot_reports_wall_times_and_cooldowns() -> None:
             "probe_at": 1_700_000_010.0,
             "cooldowns": [],
             "in_flight": 0,
+            "remaining": [],
+            "limits": {},
         },
         {
             "name": "b",
@@ -190,6 +196,8 @@ def test_snapshot_reports_wall_times_and_cooldowns() -> None:
             "probe_at": None,
             "cooldowns": [{"model": "x", "seconds_left": 2.5}],
             "in_flight": 1,
+            "remaining": [{"model": "z", "tokens": 900}],
+            "limits": {"max_concurrent": {"limit": 3, "used": 1}},
         },
     ]
 

@@ -206,6 +206,8 @@ async def test_remaining_requests_zero_skips_the_provider_until_its_reset(
         response = await post(client, **headers)
         assert response.status_code == 200
         assert response.headers["x-arbstr-provider"] == "alpha"
+        _, health = await get_health(client)
+        assert by_name(health)["alpha"]["remaining"] == [{"model": "gpt-4o-mini", "requests": 0}]
 
         # alpha said it has no requests left: skipped without being asked (no 429 needed).
         response = await post(client)

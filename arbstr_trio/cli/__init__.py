@@ -19,6 +19,7 @@ from arbstr_trio.cli.init_config import add_parser as add_init
 from arbstr_trio.cli.mock_upstream import add_parser as add_mock_upstream
 from arbstr_trio.cli.providers import add_parser as add_providers
 from arbstr_trio.cli.serve import add_parser as add_serve
+from arbstr_trio.cli.tail import add_parser as add_tail
 from arbstr_trio.config.load import ConfigError
 
 __all__ = ["main"]
@@ -50,6 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"arbstr-trio {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add_command in (add_serve, add_check, add_providers, add_init, add_mock_upstream):
+    for add_command in (add_serve, add_check, add_providers, add_init, add_mock_upstream, add_tail):
         add_command(commands)
     return parser

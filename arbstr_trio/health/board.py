@@ -14,7 +14,7 @@ import enum
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -23,7 +23,7 @@ from arbstr_trio.config.models import Config, ProviderConfig
 from arbstr_trio.health.breaker import BreakerState, CircuitBreaker, Ticket
 from arbstr_trio.health.ratelimits import ManualLimits, ModelLimits
 
-__all__ = ["BlockReason", "Blocked", "HealthBoard", "Permit", "Verdict"]
+__all__ = ["BlockReason", "Blocked", "HealthBoard", "HealthListener", "Permit", "Verdict"]
 
 
 class Verdict(enum.Enum):
@@ -51,6 +51,19 @@ class Blocked:
     reason: BlockReason
     until: float
     """Monotonic time it may be tried again; ``inf`` when only a release will free it."""
+
+
+class HealthListener(Protocol):
+    """Told, synchronously and at once, of the changes a settled permit makes (the live
+    feed). Changes that only the clock makes (an open breaker turning half-open, a
+    cooldown running out) are not reported here: the listener times those itself."""
+
+    def breaker_changed(self, provider: str, before: BreakerState, after: BreakerState) -> None:
+        """``provider``'s breaker went from ``before`` to ``after`` (never equal)."""
+
+    def cooldown_started(self, provider: str, model: str, until: float, reason: str) -> None:
+        """A 429 (re)started a cooldown lasting to ``until`` (the board's clock);
+        ``reason``: ``retry_after``, ``ratelimit_reset`` or ``default``."""
 
 
 @attrs.define
@@ -104,6 +117,8 @@ class HealthBoard:
         self._limit_settings = {p.name: _limit_settings(p) for p in config.providers}
         self._models: dict[tuple[str, str], ModelLimits] = {}
         self._capacity_freed = trio.Event()
+        self.listener: HealthListener | None = None
+        """Told of breaker changes and cooldowns as settling makes them (the live feed)."""
 
     def reconfigure(self, config: Config) -> None:
         """Take on a new configuration: a provider that stays keeps its breaker, its
@@ -171,16 +186,25 @@ class HealthBoard:
     ) -> None:
         now = self.now()
         breaker = self._breakers[permit.provider]
+        before = breaker.state(now)
         if verdict in (Verdict.SUCCESS, Verdict.CLIENT_ERROR):
             breaker.succeeded(permit.ticket, now)
         elif verdict is Verdict.FAILURE:
             breaker.failed(permit.ticket, now)
         else:
             breaker.abandoned(permit.ticket)
+        listener = self.listener
+        if listener is not None:
+            after = breaker.state(now)
+            if after is not before:
+                listener.breaker_changed(permit.provider, before, after)
         if verdict is Verdict.RATE_LIMITED:
-            self.model_limits(permit.provider, permit.model).rate_limited(
-                headers, now, self.wall_now(), self._default_cooldown_s
-            )
+            limits = self.model_limits(permit.provider, permit.model)
+            limits.rate_limited(headers, now, self.wall_now(), self._default_cooldown_s)
+            if listener is not None:
+                listener.cooldown_started(
+                    permit.provider, permit.model, limits.cooldown_until, limits.cooldown_reason
+                )
         elif headers:
             self.model_limits(permit.provider, permit.model).observe(headers, now, self.wall_now())
         self._manual[permit.provider].release(
@@ -196,6 +220,10 @@ class HealthBoard:
 
     def breaker_state(self, provider: str) -> BreakerState:
         return self._breakers[provider].state(self.now())
+
+    def probe_at(self, provider: str) -> float | None:
+        """When ``provider``'s open breaker lets a probe through; None when closed."""
+        return self._breakers[provider].probe_at()
 
     def snapshot(self, providers: Sequence[ProviderConfig]) -> list[dict[str, Any]]:
         """Each provider's state as of now, for ``/health``: wall-clock times, seconds left."""
@@ -213,6 +241,11 @@ class HealthBoard:
                 for (name, model), limits in sorted(self._models.items())
                 if name == provider.name and limits.cooling_down(now)
             ]
+            remaining = []
+            for (name, model), limits in sorted(self._models.items()):
+                left = limits.remaining(now) if name == provider.name else None
+                if left is not None:
+                    remaining.append({"model": model, **left})
             probe_at = breaker.probe_at()
             report.append(
                 {
@@ -225,6 +258,8 @@ class HealthBoard:
                     "probe_at": None if probe_at is None else wall_time(probe_at),
                     "cooldowns": cooldowns,
                     "in_flight": manual.in_flight,
+                    "remaining": remaining,
+                    "limits": manual.usage(now),
                 }
             )
         return report

@@ -117,6 +117,18 @@ class ModelLimits:
     requests_reset_at: float = 0.0
     remaining_tokens: int | None = None
     tokens_reset_at: float = 0.0
+    cooldown_reason: str = ""
+    """What set the last cooldown: ``retry_after``, ``ratelimit_reset`` or ``default``."""
+
+    def remaining(self, now: float) -> dict[str, int] | None:
+        """What the provider last said is left (``x-ratelimit-remaining-*``) and is not
+        yet reset; None when it said nothing that still holds."""
+        left = {}
+        if self.remaining_requests is not None and self.requests_reset_at > now:
+            left["requests"] = self.remaining_requests
+        if self.remaining_tokens is not None and self.tokens_reset_at > now:
+            left["tokens"] = self.remaining_tokens
+        return left or None
 
     def blocked_until(self, now: float, tokens: int) -> float | None:
         """When a request of ``tokens`` may go; ``None`` if it may go now."""
@@ -160,6 +172,7 @@ class ModelLimits:
         """A 429: start the cooldown; returns its length in seconds."""
         self.observe(headers, now, wall_now)
         delay = parse_retry_after(headers.get("retry-after"), wall_now)
+        self.cooldown_reason = "retry_after"
         if delay is None:
             resets = [
                 parse_reset(headers.get(f"x-ratelimit-reset-{kind}"), wall_now)
@@ -167,6 +180,7 @@ class ModelLimits:
             ]
             known = [reset for reset in resets if reset is not None]
             delay = max(known) if known else default_s
+            self.cooldown_reason = "ratelimit_reset" if known else "default"
         self.cooldown_until = max(self.cooldown_until, now + delay)
         return delay
 
@@ -250,6 +264,20 @@ class ManualLimits:
                 if at is not None:
                     waits.append(at)
         return max(waits) if waits else None
+
+    def usage(self, now: float) -> dict[str, dict[str, int]]:
+        """Each configured limit with what is used of it now: a dashboard's headroom."""
+        report = {}
+        for name, limit, used in (
+            ("requests_per_minute", self.requests_per_minute, self._minute),
+            ("requests_per_day", self.requests_per_day, self._day),
+            ("tokens_per_minute", self.tokens_per_minute, self._tokens),
+        ):
+            if limit is not None:
+                report[name] = {"limit": limit, "used": used.total(now)}
+        if self.max_concurrent is not None:
+            report["max_concurrent"] = {"limit": self.max_concurrent, "used": self.in_flight}
+        return report
 
     def acquire(self, now: float, tokens: int) -> None:
         self.in_flight += 1

@@ -23,8 +23,10 @@ from arbstr_trio.web.auth import Gate
 from arbstr_trio.web.chat import chat_completions
 from arbstr_trio.web.cost import estimate_cost
 from arbstr_trio.web.info import health, list_models, list_providers
+from arbstr_trio.web.live import LIVE_PATH, live_feed
 from arbstr_trio.web.metrics import prometheus_metrics
 from arbstr_trio.web.request_log import REQUEST_PREFIX, get_request, list_requests, stats
+from arbstr_trio.web.ui import UI_PREFIX, ui_file, ui_redirect
 
 __all__ = ["App"]
 
@@ -43,10 +45,13 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/metrics": {"GET": prometheus_metrics},
     "/v1/stats": {"GET": stats},
     "/v1/requests": {"GET": list_requests},
+    "/ui": {"GET": ui_redirect},  # the dashboard: arbstr_trio/web/ui.py
+    "/ui/": {"GET": ui_file},
 }
 PREFIX_ROUTES: dict[str, dict[str, Handler]] = {
     # The path's one segment after the prefix is the handler's parameter.
     REQUEST_PREFIX: {"GET": get_request},  # /v1/requests/{id}
+    UI_PREFIX: {"GET": ui_file},  # /ui/{file}
 }
 
 
@@ -72,8 +77,7 @@ class App:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1008})
+            await self._websocket(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(request_id_from_headers(scope["headers"]), scope["headers"])
@@ -108,6 +112,19 @@ class App:
                 f"internal error; report request id {exchange.request_id} with the proxy's log"
             )
             await _send_error(tracked, error, exchange)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/v1/live``, the one websocket; any other is closed unaccepted (HTTP 403)."""
+        runtime = self._runtime
+        if runtime is None or scope["path"] != LIVE_PATH:
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        try:
+            await live_feed(runtime.live, self._gate_for(runtime), scope, receive, send)
+        except Exception:
+            # Hypercorn closes the websocket (1011) once we return.
+            log.exception("the live feed failed")
 
     def _gate_for(self, runtime: Runtime) -> Gate:
         """The gate for the runtime's configuration, rebuilt only when that changes."""

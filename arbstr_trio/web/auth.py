@@ -3,7 +3,8 @@
 With no ``[[keys]]`` configured the gate is open, as a proxy on 127.0.0.1 has always
 been. With keys, every endpoint needs one (``Authorization: Bearer <key>`` or
 ``X-API-Key: <key>``) except ``/health`` and ``/metrics`` while ``[auth]`` leaves them
-public: deny by default, so an endpoint added later is not open by accident.
+public, and the dashboard's static files under ``/ui/`` (they hold no data): deny by
+default, so an endpoint added later is not open by accident.
 
 Keys are matched by their SHA-256 digests with :func:`hmac.compare_digest` against
 *every* configured key, without stopping at a match, so the time taken says nothing
@@ -22,6 +23,7 @@ import attrs
 
 from arbstr_trio.config.models import Config
 from arbstr_trio.errors import InvalidApiKey, MissingApiKey
+from arbstr_trio.web.ui import is_ui_path
 
 __all__ = ["Gate"]
 
@@ -55,7 +57,8 @@ class Gate:
         Raises :class:`MissingApiKey` (401) without credentials and
         :class:`InvalidApiKey` (403) when none of those sent is a configured key.
         """
-        if not self.keys or path in self.public_paths:
+        if not self.keys or path in self.public_paths or is_ui_path(path):
+            # The dashboard's files hold no data; what they fetch needs a key.
             return None
         credentials = _credentials(headers)
         if not credentials:
