@@ -20,13 +20,15 @@ What a running proxy cannot take on without a restart ([server], [database],
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import logging
 import os
 import signal
 import tempfile
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,26 @@ class ConfigSource:
             if problems:
                 raise ConfigError(self.name, problems)
         return loaded
+
+    @contextmanager
+    def locked_overlay(self) -> Iterator[Overlay]:
+        """The overlay as its file holds it now, for a change made under a lock.
+
+        Workers of ``serve --workers`` share the file; without the lock, two changes
+        made at once in two workers would each write the overlay without the other's.
+        The lock (``flock`` on a file beside it) is held for a read, a check and an
+        atomic write: milliseconds, during which this worker's event loop waits.
+        """
+        path = self.overlay_path
+        if path is None:
+            yield copy.deepcopy(self.overlay)
+            return
+        lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self._read_overlay()
+        finally:
+            os.close(lock)  # and with it, the lock
 
     def save_overlay(self, overlay: Overlay) -> None:
         """Write ``overlay`` atomically (0600) and make it this source's own."""

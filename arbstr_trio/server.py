@@ -30,9 +30,18 @@ from arbstr_trio.reconfigure import ConfigSource, reload
 from arbstr_trio.runtime import Runtime, open_runtime
 from arbstr_trio.web.app import App
 
-__all__ = ["Started", "hypercorn_config", "serve", "watch_reload", "watch_signals"]
+__all__ = [
+    "LISTEN_BACKLOG",
+    "Started",
+    "hypercorn_config",
+    "serve",
+    "watch_reload",
+    "watch_signals",
+]
 
 log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 1024
 
 
 @attrs.frozen
@@ -63,6 +72,11 @@ def hypercorn_config(config: Config, *, listen_fd: int | None = None) -> hyperco
     # [server] max_body_bytes, checked as it arrives.
     server.h11_max_incomplete_size = 32 * 1024
     server.h2_max_header_list_size = 32 * 1024
+    # Connections waiting to be accepted: Hypercorn's 100 drops a burst's SYNs.
+    server.backlog = LISTEN_BACKLOG
+    # The live feed takes one small message from a client (its key); Hypercorn would
+    # buffer 16 MiB for each, before auth.
+    server.websocket_max_message_size = 64 * 1024
     # read_timeout stays unset: Hypercorn applies it to every socket read, including
     # while a long stream is being sent to a client with nothing more to say, so any
     # value would cut off streams longer than it. Request bodies are bounded by the
@@ -126,21 +140,36 @@ def _to_mocks(urls: dict[str, HttpUrl], config: Config) -> Config:
 
 
 async def watch_reload(runtime: Runtime) -> None:
-    """Each SIGHUP: reload the config file and its admin overlay (see :func:`reload`)."""
+    """Each SIGHUP: reload the config file and its admin overlay (see :func:`reload`).
+
+    A worker of ``serve --workers`` starts with SIGHUP blocked, so that one relayed
+    before this receiver exists is held rather than killing it (SIGHUP's default);
+    unblocked here, such a SIGHUP arrives as the reload it was meant to be.
+    """
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         async for _ in signals:
             log.warning("SIGHUP: reloading the configuration")
             reload(runtime)
 
 
-async def watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
-    """First SIGINT or SIGTERM: graceful shutdown. A second one: cancel ``force`` now."""
+async def watch_signals(
+    shutdown: trio.Event, force: trio.CancelScope, *, supervised: bool = False
+) -> None:
+    """First SIGINT or SIGTERM: graceful shutdown. A second one: cancel ``force`` now.
+
+    A ``supervised`` worker (``serve --workers``) takes a repeated signal as the same
+    request: under systemd, say, the whole unit and the supervisor both send SIGTERM.
+    Its supervisor stops it at once with SIGKILL instead.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
             if not shutdown.is_set():
                 log.warning("%s: finishing in-flight requests, then exiting", name)
                 shutdown.set()
+            elif supervised:
+                log.info("%s again: already finishing in-flight requests", name)
             else:
                 log.warning("%s again: stopping now", name)
                 force.cancel()

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -109,9 +110,12 @@ async def _serve_until_signalled(
     failure: str | None = None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals, shutdown, nursery.cancel_scope)
             supervisor = os.environ.get(SUPERVISOR_PID_VARIABLE, "")
-            if worker_fd is not None and supervisor.isdigit():
+            supervised = worker_fd is not None and supervisor.isdigit()
+            nursery.start_soon(
+                partial(watch_signals, shutdown, nursery.cancel_scope, supervised=supervised)
+            )
+            if supervised:
                 nursery.start_soon(watch_supervisor, int(supervisor), shutdown)
 
             async def serve_then_stop(task_status: trio.TaskStatus[Started]) -> None:

@@ -31,12 +31,12 @@ import trio
 from arbstr_trio.cli.banner import announce
 from arbstr_trio.config.models import Config, ListenAddress
 from arbstr_trio.reconfigure import SUPERVISOR_PID_VARIABLE
+from arbstr_trio.server import LISTEN_BACKLOG
 
 __all__ = ["supervise", "watch_supervisor"]
 
 log = logging.getLogger("arbstr_trio")
 
-_BACKLOG = 1024
 _RESTART_PAUSE_S = 1.0
 _QUICK_EXIT_S = 5.0
 """A worker that exits sooner than this after starting has failed to start."""
@@ -70,7 +70,7 @@ def _bind(address: ListenAddress) -> socket.socket:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((address.host, address.port))
         # Listening before any worker runs: connections wait in the backlog meanwhile.
-        listener.listen(_BACKLOG)
+        listener.listen(LISTEN_BACKLOG)
         listener.set_inheritable(True)
     except BaseException:
         listener.close()
@@ -97,8 +97,14 @@ async def _supervise(args: argparse.Namespace, config: Config, listener: socket.
     async def keep_worker(slot: int, task_status: trio.TaskStatus[None]) -> None:
         quick_exits = 0
         while True:
+            if stopping.is_set():
+                return
             process = await trio.lowlevel.open_process(
-                command, pass_fds=(fd,), env=environment, start_new_session=True
+                command,
+                pass_fds=(fd,),
+                env=environment,
+                start_new_session=True,
+                preexec_fn=_block_sighup,
             )
             workers[slot] = process
             task_status.started()
@@ -137,8 +143,12 @@ async def _supervise(args: argparse.Namespace, config: Config, listener: socket.
                     stopping.set()
                     grace_s = config.server.graceful_shutdown_ms / 1000 + _EXIT_GRACE_S
                     pool.cancel_scope.deadline = trio.current_time() + grace_s
-                # The first SIGTERM is a worker's graceful stop; a second, its stop at once.
-                signal_all(signal.SIGTERM)
+                    signal_all(signal.SIGTERM)  # a worker's graceful stop
+                else:
+                    # A worker takes a repeated SIGTERM as the same request (systemd
+                    # sends the whole unit one too); stopping at once is SIGKILL.
+                    log.warning("stopping the workers at once")
+                    signal_all(signal.SIGKILL)
 
     gave_up: str | None = None
     try:
@@ -157,7 +167,7 @@ async def _supervise(args: argparse.Namespace, config: Config, listener: socket.
             if pool_scope.cancelled_caught:
                 log.error("workers did not stop in time; killing them")
     except* _WorkersKeepFailing as group:
-        gave_up = str(group.exceptions[0])
+        gave_up = str(_first_leaf(group))
     finally:
         with trio.CancelScope(shield=True):
             await _stop(workers, kill=gave_up is None)
@@ -165,6 +175,17 @@ async def _supervise(args: argparse.Namespace, config: Config, listener: socket.
         log.error("giving up: %s", gave_up)
         return 1
     return 0
+
+
+def _block_sighup() -> None:
+    """In a new worker, before it runs: SIGHUP held until it can reload (see
+    :func:`~arbstr_trio.server.watch_reload`), not its default, which ends the process."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+
+def _first_leaf(group: BaseExceptionGroup[_WorkersKeepFailing]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _stop(workers: dict[int, trio.Process], *, kill: bool = False) -> None:

@@ -20,7 +20,6 @@ configured value, so an entry read, edited and put back does not lose its key.
 
 from __future__ import annotations
 
-import copy
 import enum
 import hashlib
 import hmac
@@ -173,22 +172,24 @@ def _change(
     deleted)."""
     if body is not None:
         _refuse_expansion(section, body)
-    overlay = copy.deepcopy(source.overlay)
-    entry = None if body is None else {k: v for k, v in body.items() if k != "name"}
-    overlay[section][name] = entry
-    try:
-        loaded = source.check(overlay)
-    except ConfigError as exc:
-        error = ClientError(
-            "invalid configuration: " + "; ".join(exc.problems), code="invalid_config"
-        )
-        error.details["problems"] = list(exc.problems)
-        raise error from None
-    # Rendered before anything is kept, so an answer that cannot be made refuses the
-    # change rather than reporting an error for a change already in force.
-    entries = getattr(loaded.config, section)
-    shown = None if body is None else _render(next(e for e in entries if e.name == name))
-    source.save_overlay(overlay)
+    # Under the overlay's lock and from the file as it is now: another worker of
+    # serve --workers may have changed it since this one last read it.
+    with source.locked_overlay() as overlay:
+        entry = None if body is None else {k: v for k, v in body.items() if k != "name"}
+        overlay[section][name] = entry
+        try:
+            loaded = source.check(overlay)
+        except ConfigError as exc:
+            error = ClientError(
+                "invalid configuration: " + "; ".join(exc.problems), code="invalid_config"
+            )
+            error.details["problems"] = list(exc.problems)
+            raise error from None
+        # Rendered before anything is kept, so an answer that cannot be made refuses the
+        # change rather than reporting an error for a change already in force.
+        entries = getattr(loaded.config, section)
+        shown = None if body is None else _render(next(e for e in entries if e.name == name))
+        source.save_overlay(overlay)
     runtime.apply(prepare(runtime, source, loaded.config))
     tell_other_workers()
     log.info("admin: %s %r %s", section, name, "deleted" if body is None else "set")
