@@ -39,6 +39,9 @@ __all__ = ["Connection", "ConnectionPool", "Origin", "Response", "TransportError
 Header = tuple[bytes, bytes]
 
 _READ_SIZE = 64 * 1024
+_PIECE_TARGET = 16 * 1024
+"""Body gathered into one piece at most (about, a chunk may pass it): a relay sends
+the first bytes of a long burst without processing all of it first."""
 _CLOSE_TIMEOUT_S = 1.0
 
 
@@ -205,11 +208,15 @@ class Response:
         if self._done or connection is None:
             return None
         pieces: list[bytes] = []
+        size = 0
         event: h11.Event | None = await connection.next_event(self._timeout_s)
         while event is not None:
             if isinstance(event, h11.Data):
                 if event.data:
                     pieces.append(event.data)
+                    size += len(event.data)
+                if size >= _PIECE_TARGET:
+                    break  # the rest is already read: the next call has it at once
             elif isinstance(event, h11.EndOfMessage):
                 self._done = True
                 break
@@ -374,19 +381,41 @@ class ConnectionPool:
                 raise TransportError(
                     TransportKind.UNREACHABLE, _describe(cause, "TLS handshake failed")
                 ) from None
+            except BaseException:
+                # Cut short (connect timeout, a hedge that lost): the socket is ours to close.
+                await trio.aclose_forcefully(tcp)
+                raise
             return tls
         assert waited.cancelled_caught
         raise TransportError(TransportKind.UNREACHABLE, "connect timed out")
 
     async def release(self, connection: Connection, *, reusable: bool) -> None:
-        """Back to its origin's idle connections if ``reusable``, else closed."""
-        if reusable and not self._closed and self._idle < self._max_idle:
-            connection.idle_since = trio.current_time()
-            self._origins.setdefault(connection.origin, _OriginPool()).idle.append(connection)
-            self._idle += 1
-            self._notify()
-            return
+        """Back to its origin's idle connections if ``reusable``, else closed.
+
+        With the idle limit reached, the connection idle longest (of any provider) is
+        closed to make room: one provider's burst must not leave another without
+        keep-alive.
+        """
+        if reusable and self._max_idle > 0:
+            await self._prune_expired()
+            if self._idle >= self._max_idle:
+                await self._close_one_idle()
+            if not self._closed:
+                connection.idle_since = trio.current_time()
+                pool = self._origins.setdefault(connection.origin, _OriginPool())
+                pool.idle.append(connection)
+                self._idle += 1
+                self._notify()
+                return
         await self._discard(connection)
+
+    async def _prune_expired(self) -> None:
+        """Close connections idle past ``keepalive_expiry``, oldest first, every provider's."""
+        now = trio.current_time()
+        for pool in self._origins.values():
+            while pool.idle and now - pool.idle[0].idle_since > self._expiry_s:
+                self._idle -= 1
+                await self._discard(pool.idle.popleft())
 
     async def _discard(self, connection: Connection) -> None:
         self._open -= 1
@@ -401,6 +430,7 @@ class ConnectionPool:
     async def aclose(self) -> None:
         """Close the idle connections; connections in use close as their responses do."""
         self._closed = True
+        self._notify()  # whoever waits for a connection learns the client is closed
         for pool in self._origins.values():
             while pool.idle:
                 self._idle -= 1

@@ -311,7 +311,10 @@ class Upstream:
 
     async def get_json(self, provider: ProviderConfig, path: str) -> Any:
         """A small GET (such as ``/models``); raises an :class:`UpstreamError` on any failure."""
-        headers: list[Header] = [(b"accept", b"application/json")]
+        headers: list[Header] = [
+            (b"accept", b"application/json"),
+            (b"accept-encoding", b"identity"),  # bodies are read as they come
+        ]
         if provider.api_key is not None:
             headers.append((b"authorization", b"Bearer " + provider.api_key.reveal().encode()))
         origin, target = _address(provider.url + path)
