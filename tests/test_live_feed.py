@@ -289,6 +289,19 @@ async def test_only_v1_live_is_a_websocket() -> None:
         assert rejected.value.status_code == 403
 
 
+async def test_a_page_of_another_origin_cannot_open_the_feed() -> None:
+    # No keys: without the Origin check any website its user visits could read the feed.
+    async with running_proxy(TWO_PROVIDERS) as started:
+        host = started.url.removeprefix("http://")
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with feed(started, [(b"origin", b"https://evil.example")]):
+                pytest.fail("accepted")
+        assert rejected.value.status_code == 403
+        # The dashboard's own page, served by this proxy, opens it.
+        async with feed(started, [(b"origin", f"http://{host}".encode())]) as connection:
+            await hello(connection)
+
+
 # --- slow clients and shutdown ------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ says goodbye (1001) and cancels the receiver.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -65,6 +66,10 @@ async def live_feed(hub: LiveHub, gate: Gate, scope: Scope, receive: Receive, se
     """Serve one ``/v1/live`` websocket from its handshake to its close."""
     if (await receive())["type"] != "websocket.connect":
         return
+    if not _same_origin(scope["headers"]):
+        log.info("live feed refused: opened by a page of another origin")
+        await send({"type": "websocket.close", "code": _POLICY_VIOLATION})  # unaccepted: HTTP 403
+        return
     try:
         key_name = gate.admit(LIVE_PATH, scope["headers"])
         needs_auth_message = False
@@ -90,6 +95,24 @@ async def live_feed(hub: LiveHub, gate: Gate, scope: Scope, receive: Receive, se
             await _send_events(send, subscription, hub.queue_limit)
             nursery.cancel_scope.cancel()
     log.info("live feed closed (client key %s)", key_name or "-")
+
+
+def _same_origin(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a browser opened the feed from a page this proxy served (or no browser did).
+
+    Browsers apply no CORS to websockets: without this, any page its user visits could
+    read a keyless proxy's feed. A browser always sends ``Origin``; other clients
+    (``arbstr-trio tail``) need not, and are not browsers' victims.
+    """
+    origin = host = None
+    for name, value in headers:
+        if name == b"origin":
+            origin = value
+        elif name == b"host":
+            host = value
+    if origin is None:
+        return True
+    return host is not None and origin.partition(b"://")[2].rstrip(b"/") == host
 
 
 _Admitted = str | int | None
