@@ -39,16 +39,15 @@ class ChatRequest:
     """A limit the proxy sets because the client set none (see :meth:`capped`)."""
 
     def capped(self, completion_tokens: int) -> ChatRequest:
-        """This request with a completion limit of the proxy's, where the client set none.
+        """This request with a completion limit every provider will read: the client's
+        own (the larger, if it sent both fields), else ``completion_tokens``.
 
         A budget holds the most a request can cost, and an answer with no limit has no
-        most; the cap goes upstream in the field each provider reads.
+        most. The limit goes upstream in the field each provider reads, where the
+        client's body does not already set that field.
         """
-        if self.max_completion_tokens is not None:
-            return self
-        return attrs.evolve(
-            self, max_completion_tokens=completion_tokens, completion_cap=completion_tokens
-        )
+        limit = self.max_completion_tokens or completion_tokens
+        return attrs.evolve(self, max_completion_tokens=limit, completion_cap=limit)
 
     def upstream_body(
         self,
@@ -57,11 +56,12 @@ class ChatRequest:
     ) -> bytes:
         """The body to send to a provider that knows the model as ``upstream_model``."""
         ask_for_usage = self.stream and not self.client_wants_usage and not self.usage_declined
-        if upstream_model == self.model and not ask_for_usage and self.completion_cap is None:
+        set_cap = self.completion_cap is not None and limit_field.value not in self.body
+        if upstream_model == self.model and not ask_for_usage and not set_cap:
             return self.raw
         body = dict(self.body)
         body["model"] = upstream_model
-        if self.completion_cap is not None:
+        if set_cap:
             body[limit_field.value] = self.completion_cap
         if ask_for_usage:
             options = body.get("stream_options")
@@ -73,12 +73,20 @@ class ChatRequest:
     @functools.cached_property
     def prompt_tokens(self) -> int:
         """The prompt's estimated tokens: counted once, asked for by routing and the engine."""
-        return estimate_prompt_tokens(self.body["messages"], self.body.get("tools"))
+        return estimate_prompt_tokens(self.body["messages"], *self._declarations())
+
+    def _declarations(self) -> list[object]:
+        """What else of the body a provider puts in the prompt: tools, functions, a schema."""
+        return [
+            value
+            for key in ("tools", "functions", "response_format")
+            if (value := self.body.get(key)) is not None
+        ]
 
     @functools.cached_property
     def prompt_token_bound(self) -> int:
         """The most prompt tokens this request can be charged for: what a budget holds."""
-        return prompt_token_bound(self.body["messages"], self.body.get("tools"))
+        return prompt_token_bound(self.body["messages"], *self._declarations())
 
     def expected_tokens(self, default_completion_tokens: int) -> tuple[int, int]:
         """(prompt, completion) tokens this request is expected to use, for ranking."""

@@ -44,8 +44,13 @@ class _PromptSize:
         self.utf8_bytes += len(text.encode())
 
 
-def _measure(messages: Sequence[Any], tools: object) -> _PromptSize:
-    """One walk over everything of a request that a provider turns into prompt tokens."""
+def _measure(messages: Sequence[Any], declarations: Sequence[object]) -> _PromptSize:
+    """One walk over everything of a request that a provider turns into prompt tokens.
+
+    Content parts other than text and images (files, audio) are counted as the JSON
+    they arrive as: no bound is known for them, and their bytes are the most a
+    byte-level tokenizer could make of them, should the provider tokenize them so.
+    """
     size = _PromptSize(messages=len(messages))
     for message in messages:
         if not isinstance(message, Mapping):
@@ -61,12 +66,14 @@ def _measure(messages: Sequence[Any], tools: object) -> _PromptSize:
                         size.add(text)
                     elif part.get("type") == "image_url":
                         size.images += 1
+                    else:
+                        size.add(_json_text(part))
         for key in ("name", "tool_calls", "function_call"):
             value = message.get(key)
             if value is not None:
                 size.add(value if isinstance(value, str) else _json_text(value))
-    if tools is not None:
-        size.add(_json_text(tools))
+    for declaration in declarations:
+        size.add(_json_text(declaration))
     return size
 
 
@@ -77,15 +84,16 @@ def _json_text(value: object) -> str:
         return str(value)
 
 
-def estimate_prompt_tokens(messages: Sequence[Any], tools: object = None) -> int:
-    """Prompt tokens for ``messages`` (and ``tools``, when the request declares any)."""
-    size = _measure(messages, tools)
+def estimate_prompt_tokens(messages: Sequence[Any], *declarations: object) -> int:
+    """Prompt tokens for ``messages`` and the ``declarations`` beside them (tools,
+    functions, a response schema)."""
+    size = _measure(messages, declarations)
     overhead = _TOKENS_PER_REPLY + _TOKENS_PER_MESSAGE * size.messages
     return overhead + _TOKENS_PER_IMAGE * size.images + -(-size.chars // _CHARS_PER_TOKEN)
 
 
-def prompt_token_bound(messages: Sequence[Any], tools: object = None) -> int:
-    """The most prompt tokens ``messages`` (and ``tools``) can come to; see the module."""
-    size = _measure(messages, tools)
+def prompt_token_bound(messages: Sequence[Any], *declarations: object) -> int:
+    """The most prompt tokens ``messages`` and ``declarations`` can come to; see the module."""
+    size = _measure(messages, declarations)
     overhead = _TOKENS_PER_REPLY + _MAX_TOKENS_PER_MESSAGE * size.messages
     return overhead + _MAX_TOKENS_PER_IMAGE * size.images + size.utf8_bytes

@@ -116,5 +116,10 @@ def test_a_completion_cap_applies_only_where_the_client_set_no_limit() -> None:
     own = parse_chat_request(
         b'{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":9}'
     )
-    assert own.capped(64) is own
-    assert own.upstream_body("m") == own.raw  # the client's bytes, untouched
+    assert own.capped(64).max_completion_tokens == 9
+    assert own.capped(64).upstream_body("m") == own.raw  # the client's bytes, untouched
+    # The client's limit in a field this provider does not read: mirrored into its own.
+    sent = orjson.loads(
+        own.capped(64).upstream_body("m", CompletionLimitField.MAX_COMPLETION_TOKENS)
+    )
+    assert (sent["max_tokens"], sent["max_completion_tokens"]) == (9, 9)

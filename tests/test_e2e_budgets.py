@@ -320,6 +320,7 @@ async def test_the_cap_goes_where_the_provider_reads_it_and_only_for_budgets(
             orjson.loads(request.body) for request in started.mocks["verbose"].received
         )
         assert (first["max_completion_tokens"], "max_tokens" in first) == (40, False)
-        assert (second["max_tokens"], "max_completion_tokens" in second) == (7, False)
+        # The client's own limit, mirrored into the field this provider reads.
+        assert (second["max_tokens"], second["max_completion_tokens"]) == (7, 7)
         assert "max_tokens" not in third
         assert "max_completion_tokens" not in third

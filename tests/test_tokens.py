@@ -37,3 +37,13 @@ def test_an_image_is_held_at_the_largest_high_detail_charge() -> None:
 def test_the_bound_is_never_below_the_estimate() -> None:
     for messages in ([user("")], [user("a")], [user("hello " * 1000)], [user([])]):
         assert prompt_token_bound(messages) >= estimate_prompt_tokens(messages)
+
+
+def test_files_audio_functions_and_schemas_count_toward_the_bound() -> None:
+    pdf = {"type": "file", "file": {"file_data": "data:application/pdf;base64," + "J" * 30_000}}
+    assert prompt_token_bound([user([pdf])]) > 30_000  # not below a bare "hi"
+    functions = [{"name": "lookup", "description": "d" * 500, "parameters": {}}]
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"x": "y" * 500}}}
+    bare = prompt_token_bound([user("hi")])
+    assert prompt_token_bound([user("hi")], functions) > bare + 500
+    assert prompt_token_bound([user("hi")], schema) > bare + 500
