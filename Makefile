@@ -36,9 +36,14 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest $(ARGS)
 
-## make bench: the proxy's overhead against the same mock called directly.
-bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/overhead.py $(ARGS)
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed-dev $(VENV)/.installed-run
+
+## make bench: the benchmark suite (bench/run.py): arbstr-trio against the same fast
+## upstream called directly and against LiteLLM; needs wrk. ARGS="--quick" for a smoke run.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis
