@@ -1,13 +1,21 @@
-"""``check``, ``providers`` and ``init`` as a user runs them: output, exit codes, no secrets."""
+"""``check``, ``providers`` and ``init`` as a user runs them: output, exit codes, no secrets.
+
+Each runs through the console script's own ``main()`` with its argv, environment and
+working directory, in this process: the same code as ``arbstr-trio check``, without a
+Python start per run (``test_cli.py`` runs the real processes).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import subprocess
 from pathlib import Path
+from unittest import mock
 
-from tests.test_cli import CLI, DEADLINE_S
+from arbstr_trio.cli import main
 
 LITERAL_KEY = "sk-literal-0123456789abcdef"
 EXPANDED_KEY = "sk-expanded-0123456789abcdef"
@@ -64,15 +72,18 @@ def run(
     }
     env = {key: value for key, value in os.environ.items() if key not in gone}
     env.update(set_env or {})
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-        env=env,
-        cwd=cwd,
-        check=False,
-    )
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.dict(os.environ, env, clear=True),
+        contextlib.chdir(cwd or Path.cwd()),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            status = main(list(args))
+        except SystemExit as exit_:  # argparse: --help, a usage error
+            status = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(list(args), status, out.getvalue(), err.getvalue())
 
 
 def write_config(tmp_path: Path, text: str = FOUR_KEY_SOURCES, mode: int = 0o600) -> Path:

@@ -65,6 +65,7 @@ class RecordWriter:
         self._linger_s = linger_s
         self._linger = trio.CancelScope()
         """The current batch's wait for more records; cancelled by :meth:`flushed`."""
+        self._readers_waiting = 0
         self._max_age_s = None if max_age_days is None else max_age_days * 86_400
         self.rows_written = 0
         """Request rows written since start (attempt rows are not counted)."""
@@ -91,11 +92,15 @@ class RecordWriter:
     async def flushed(self, rows: int) -> None:
         """Return once ``rows`` request rows in all have been written: records are written
         after their response, so whoever reads the log right after (a test, a bench)
-        waits here for it to catch up, and the batch being gathered is written at once.
-        The caller bounds the wait."""
-        while self.rows_written < rows:
-            self._linger.cancel()
-            await self._progress.wait()
+        waits here for it to catch up, and no batch lingers meanwhile. The caller
+        bounds the wait."""
+        self._readers_waiting += 1
+        try:
+            while self.rows_written < rows:
+                self._linger.cancel()  # a batch lingering since before we came
+                await self._progress.wait()
+        finally:
+            self._readers_waiting -= 1
 
     async def drained(self) -> None:
         """Return once :meth:`run` has written everything and closed the database."""
@@ -132,7 +137,7 @@ class RecordWriter:
         """
         batch = [first]
         self._take_queued(batch)
-        if self._closing or len(batch) >= self._batch_size:
+        if self._closing or self._readers_waiting or len(batch) >= self._batch_size:
             return batch
         with trio.move_on_after(self._linger_s) as self._linger:
             while len(batch) < self._batch_size:
