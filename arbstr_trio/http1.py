@@ -92,13 +92,17 @@ def _origin_of(url: str) -> Origin:
 class Connection:
     """One keep-alive connection to an origin, carrying one exchange at a time."""
 
-    __slots__ = ("_h11", "_stream", "idle_since", "origin")
+    __slots__ = ("_h11", "_stream", "heard_from", "idle_since", "origin", "reused")
 
     def __init__(self, origin: Origin, stream: trio.abc.Stream) -> None:
         self.origin = origin
         self._stream = stream
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
         self.idle_since = 0.0
+        self.reused = False
+        """Taken from the pool for this exchange, rather than opened for it."""
+        self.heard_from = False
+        """The provider has sent something in this exchange."""
 
     def closed_by_peer(self) -> bool:
         """Idle and yet readable: the provider closed it (or sent what nobody asked for)."""
@@ -163,12 +167,14 @@ class Connection:
                 raise TransportError(
                     TransportKind.PROTOCOL, "the connection closed before a response"
                 )
+            self.heard_from = self.heard_from or bool(data)
             self._h11.receive_data(bytes(data) if isinstance(data, bytearray) else data)
 
     def reusable(self) -> bool:
         """Whether the exchange ended cleanly and both sides keep the connection open."""
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+            self.heard_from = False
             return True
         return False
 
@@ -282,13 +288,42 @@ class ConnectionPool:
         *,
         timeout_s: float,
     ) -> Response:
-        """Send a request on a pooled (or new) connection; return once the head is in."""
+        """Send a request on a pooled (or new) connection; return once the head is in.
+
+        A pooled connection can be closed by the provider (its idle timeout) just as it
+        is reused, too late for the readability check to see. When one breaks before
+        the provider sent a single byte back, nothing was answered, and the request is
+        sent once more on a new connection; the ``idempotency-key`` it carries lets a
+        provider that did see it tell the two apart.
+        """
+        full_headers = [(b"host", origin.authority), *headers]
+        if body or method == b"POST":
+            full_headers.append((b"content-length", str(len(body)).encode()))
         connection = await self._acquire(origin)
         try:
-            full_headers = [(b"host", origin.authority), *headers]
-            if body or method == b"POST":
-                full_headers.append((b"content-length", str(len(body)).encode()))
-            await connection.send_request(method, target, full_headers, body, timeout_s)
+            return await self._exchange(connection, method, target, full_headers, body, timeout_s)
+        except TransportError as exc:
+            if not (
+                connection.reused
+                and not connection.heard_from
+                and exc.kind is TransportKind.PROTOCOL
+            ):
+                raise
+        connection = await self._acquire(origin, fresh=True)
+        return await self._exchange(connection, method, target, full_headers, body, timeout_s)
+
+    async def _exchange(
+        self,
+        connection: Connection,
+        method: bytes,
+        target: bytes,
+        headers: list[Header],
+        body: bytes,
+        timeout_s: float,
+    ) -> Response:
+        """Send on ``connection`` and wait for the head; on failure the connection goes."""
+        try:
+            await connection.send_request(method, target, headers, body, timeout_s)
             while True:
                 event = await connection.next_event(timeout_s)
                 if isinstance(event, h11.Response):
@@ -302,13 +337,15 @@ class ConnectionPool:
             await self.release(connection, reusable=False)
             raise
 
-    async def _acquire(self, origin: Origin) -> Connection:
+    async def _acquire(self, origin: Origin, *, fresh: bool = False) -> Connection:
+        """A connection to ``origin``: a pooled one unless ``fresh``, else a new one."""
         deadline = trio.current_time() + self._connect_timeout_s
         while True:
             if self._closed:
                 raise TransportError(TransportKind.UNREACHABLE, "the client is closed")
-            connection = await self._take_idle(origin)
+            connection = None if fresh else await self._take_idle(origin)
             if connection is not None:
+                connection.reused = True
                 return connection
             if self._open < self._max_connections:
                 return await self._connect(origin)

@@ -221,3 +221,32 @@ async def test_a_tls_handshake_cut_short_closes_its_socket(
             await trio.testing.wait_all_tasks_blocked()
             assert (server.accepted, server.closed) == (2, 2)
             assert pool.open_connections == 0
+
+
+async def test_a_pooled_connection_closed_as_it_is_reused_is_retried_on_a_new_one() -> None:
+    # The provider's idle timeout fires just as the request goes out: it reads the
+    # request and hangs up without a byte, too late for the readability check.
+    async def answer_then_drop(stream: trio.SocketStream, server: Server) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(OK)
+        await stream.receive_some(65536)  # the second request, never answered
+
+    with trio.fail_after(DEADLINE_S):
+        async with scripted_server(answer_then_drop) as server:
+            pool = a_pool()
+            assert await get(pool, server) == b"ok"
+            assert await get(pool, server) == b"ok"  # said again on a new connection
+            assert server.accepted == 2
+
+
+async def test_a_new_connection_that_breaks_before_answering_is_not_retried() -> None:
+    async def drop(stream: trio.SocketStream, server: Server) -> None:
+        await stream.receive_some(65536)
+
+    with trio.fail_after(DEADLINE_S):
+        async with scripted_server(drop) as server:
+            pool = a_pool()
+            with pytest.raises(TransportError) as caught:
+                await get(pool, server)
+            assert caught.value.kind is TransportKind.PROTOCOL
+            assert server.accepted == 1  # the engine, not the pool, decides on retries
