@@ -302,6 +302,19 @@ async def test_a_page_of_another_origin_cannot_open_the_feed() -> None:
             await hello(connection)
 
 
+async def test_feeds_past_the_limit_are_told_to_try_again_later() -> None:
+    async with running_proxy(TWO_PROVIDERS) as started:
+        started.runtime.live.max_subscribers = 1
+        async with feed(started) as first:
+            await hello(first)
+            async with feed(started) as second:
+                assert await close_code(second) == 1013
+        while started.runtime.live.listening:  # the server has seen the first go
+            await trio.testing.wait_all_tasks_blocked()
+        async with feed(started) as again:  # room again
+            await hello(again)
+
+
 # --- slow clients and shutdown ------------------------------------------------------------
 
 

@@ -24,10 +24,12 @@ from typing import Any
 import orjson
 import trio
 
-__all__ = ["DEFAULT_QUEUE_LIMIT", "LiveHub", "Subscription"]
+__all__ = ["DEFAULT_MAX_SUBSCRIBERS", "DEFAULT_QUEUE_LIMIT", "LiveHub", "Subscription"]
 
 DEFAULT_QUEUE_LIMIT = 256
 """Events held for one subscriber: a few seconds of a busy proxy, about 100 KB."""
+DEFAULT_MAX_SUBSCRIBERS = 100
+"""Feeds open at once: with the queue limit, what the feed may hold in memory (~10 MB)."""
 
 
 class Subscription:
@@ -85,17 +87,24 @@ class LiveHub:
         self,
         *,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
         clock: Callable[[], float] = time.time,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         if queue_limit < 1:
             raise ValueError("queue_limit must be at least 1")
         self.queue_limit = queue_limit
+        self.max_subscribers = max_subscribers
         self.clock = clock
         """Wall-clock Unix seconds, the ``ts`` of events built here."""
         self._on_drop = on_drop
         self._subscribers: set[Subscription] = set()
         self.closed = False
+
+    @property
+    def full(self) -> bool:
+        """Whether ``max_subscribers`` feeds are open: the next is turned away."""
+        return len(self._subscribers) >= self.max_subscribers
 
     @property
     def listening(self) -> bool:

@@ -43,6 +43,7 @@ __all__ = [
     "AUTH_TIMEOUT_S",
     "CLOSE_AUTH_INVALID",
     "CLOSE_AUTH_REQUIRED",
+    "CLOSE_TRY_AGAIN_LATER",
     "LIVE_PATH",
     "SEND_TIMEOUT_S",
     "live_feed",
@@ -59,6 +60,7 @@ CLOSE_AUTH_REQUIRED = 4401
 CLOSE_AUTH_INVALID = 4403
 _GOING_AWAY = 1001
 _POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
 _CLOSE_SEND_S = 1.0
 
 
@@ -88,6 +90,10 @@ async def live_feed(hub: LiveHub, gate: Gate, scope: Scope, receive: Receive, se
         if admitted is None:
             return  # the client left
         key_name = admitted
+    if hub.full:
+        log.warning("live feed refused: %d feeds are open already", hub.max_subscribers)
+        await _close(send, CLOSE_TRY_AGAIN_LATER, "too many live feeds open")
+        return
     log.info("live feed opened (client key %s)", key_name or "-")
     with hub.subscribe() as subscription:
         async with trio.open_nursery() as nursery:
