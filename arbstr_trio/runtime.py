@@ -79,7 +79,8 @@ class Runtime:
         self.engine.budget.min_concurrency = config.retry.min_retry_concurrency
         self.catalog.reconfigure(config.providers, config.chains)
         self.metrics.reconfigure(config)
-        self.config = config  # last: the gate and the handlers read it per request
+        self.config = config  # the gate and the handlers read it per request
+        self.live.reconfigure(config)  # feeds of keys removed end
 
 
 @asynccontextmanager

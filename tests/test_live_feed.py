@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from trio_websocket import (
 from arbstr_trio import __version__
 from arbstr_trio.live.hub import DEFAULT_QUEUE_LIMIT
 from arbstr_trio.server import Started
+from tests import test_admin as admin
 from tests.conftest import TWO_PROVIDERS, chat_body, config_from, http_client, running_proxy
 from tests.test_auth import ENVIRON, GATED, TEAM_A
 
@@ -420,3 +422,19 @@ async def test_shutting_down_ends_open_feeds_without_waiting_out_the_grace_perio
                 connection = await connect_websocket_url(nursery, feed_url(started))
             await hello(connection)
         assert await close_code(connection) == 1001
+
+
+async def test_a_feed_ends_when_its_key_is_removed(tmp_path: Path) -> None:
+    source = admin.write_config(tmp_path)
+    async with admin.proxy_from(source) as (started, client):
+        team_a = [(b"x-api-key", admin.TEAM_A.encode())]
+        team_b = [(b"x-api-key", admin.TEAM_B.encode())]
+        async with feed(started, team_a) as removed, feed(started, team_b) as kept:
+            await hello(removed)
+            await hello(kept)
+            response = await client.delete("/v1/admin/keys/team-a", headers=admin.AS_ADMIN)
+            assert response.status_code == 200, response.text
+            assert await close_code(removed) == 4403
+            # The other key's feed goes on: the next request reaches it.
+            await client.post("/v1/chat/completions", json=chat_body(), headers=admin.AS_TEAM_B)
+            assert (await events_until(kept, "request"))[-1]["client_key"] == "team-b"

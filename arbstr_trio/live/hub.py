@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 import trio
 
+from arbstr_trio.config.models import Config
+
 __all__ = ["DEFAULT_MAX_SUBSCRIBERS", "DEFAULT_QUEUE_LIMIT", "LiveHub", "Subscription"]
 
 DEFAULT_QUEUE_LIMIT = 256
@@ -35,9 +37,18 @@ DEFAULT_MAX_SUBSCRIBERS = 100
 class Subscription:
     """One subscriber's queue: filled by :meth:`LiveHub.publish`, emptied by its feed."""
 
-    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        limit: int,
+        clock: Callable[[], float],
+        admitted: Callable[[Config], bool] | None = None,
+    ) -> None:
         self.limit = limit
         self.clock = clock
+        self.admitted = admitted
+        """Whether a configuration still admits this subscriber's key (None: any does)."""
+        self.revoked = False
+        """Closed because its key is no longer configured."""
         self._queue: deque[bytes] = deque()
         self._missed = 0
         """Events dropped since the subscriber was last told."""
@@ -53,6 +64,11 @@ class Subscription:
         self._queue.append(event)
         self._ready.set()
         return dropped
+
+    def revoke(self) -> None:
+        """Its key was removed or changed: the feed ends, saying why."""
+        self.revoked = True
+        self.close()
 
     def close(self) -> None:
         """No more events: :meth:`next_batch` returns what is queued, then None."""
@@ -127,9 +143,10 @@ class LiveHub:
             self._on_drop(dropped)
 
     @contextmanager
-    def subscribe(self) -> Iterator[Subscription]:
-        """A subscription for the block's duration (closed at once if the hub is)."""
-        subscription = Subscription(self.queue_limit, self.clock)
+    def subscribe(self, admitted: Callable[[Config], bool] | None = None) -> Iterator[Subscription]:
+        """A subscription for the block's duration (closed at once if the hub is);
+        ``admitted`` says whether a new configuration still admits its key."""
+        subscription = Subscription(self.queue_limit, self.clock, admitted)
         if self.closed:
             subscription.close()
         self._subscribers.add(subscription)
@@ -137,6 +154,12 @@ class LiveHub:
             yield subscription
         finally:
             self._subscribers.discard(subscription)
+
+    def reconfigure(self, config: Config) -> None:
+        """The configuration changed: feeds whose key it no longer admits end now."""
+        for subscription in list(self._subscribers):
+            if subscription.admitted is not None and not subscription.admitted(config):
+                subscription.revoke()
 
     def close(self) -> None:
         """The proxy is stopping: every feed ends once it has sent what it holds."""

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import orjson
 import trio
 
 from arbstr_trio import __version__
+from arbstr_trio.config.models import Config
 from arbstr_trio.errors import InvalidApiKey, MissingApiKey
 from arbstr_trio.live.hub import LiveHub, Subscription, event_bytes
 from arbstr_trio.web.asgi import Message, Receive, Scope, Send
@@ -72,8 +74,9 @@ async def live_feed(hub: LiveHub, gate: Gate, scope: Scope, receive: Receive, se
         log.info("live feed refused: opened by a page of another origin")
         await send({"type": "websocket.close", "code": _POLICY_VIOLATION})  # unaccepted: HTTP 403
         return
+    credentials: list[tuple[bytes, bytes]] = list(scope["headers"])
     try:
-        key_name = gate.admit(LIVE_PATH, scope["headers"])
+        key_name = gate.admit(LIVE_PATH, credentials)
         needs_auth_message = False
     except MissingApiKey:
         key_name, needs_auth_message = None, True
@@ -89,13 +92,13 @@ async def live_feed(hub: LiveHub, gate: Gate, scope: Scope, receive: Receive, se
             return
         if admitted is None:
             return  # the client left
-        key_name = admitted
+        key_name, credentials = admitted
     if hub.full:
         log.warning("live feed refused: %d feeds are open already", hub.max_subscribers)
         await _close(send, CLOSE_TRY_AGAIN_LATER, "too many live feeds open")
         return
     log.info("live feed opened (client key %s)", key_name or "-")
-    with hub.subscribe() as subscription:
+    with hub.subscribe(partial(_still_admitted, credentials)) as subscription:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_client, receive, nursery.cancel_scope)
             await _send_events(send, subscription, hub.queue_limit)
@@ -121,8 +124,19 @@ def _same_origin(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return host is not None and origin.partition(b"://")[2].rstrip(b"/") == host
 
 
-_Admitted = str | int | None
-"""The key's name; a close code to refuse with; None when the client left."""
+def _still_admitted(credentials: list[tuple[bytes, bytes]], config: Config) -> bool:
+    """Whether ``config`` admits the key a feed was opened with (it was removed or
+    changed, through the admin API or a reload, if not)."""
+    try:
+        Gate.from_config(config).admit(LIVE_PATH, credentials)
+    except (MissingApiKey, InvalidApiKey):
+        return False
+    return True
+
+
+_Admitted = tuple[str, list[tuple[bytes, bytes]]] | int | None
+"""The key's name and the credentials it came in; a close code to refuse with; None
+when the client left."""
 
 
 async def _authenticate(gate: Gate, receive: Receive) -> _Admitted:
@@ -134,14 +148,15 @@ async def _authenticate(gate: Gate, receive: Receive) -> _Admitted:
         key = _auth_key(message)
         if key is None:
             return CLOSE_AUTH_REQUIRED
+        credentials = [(b"x-api-key", key.encode())]
         try:
-            name = gate.admit(LIVE_PATH, [(b"x-api-key", key.encode())])
+            name = gate.admit(LIVE_PATH, credentials)
         except MissingApiKey:  # a blank key
             return CLOSE_AUTH_REQUIRED
         except InvalidApiKey:
             log.info("live feed refused: the API key in its auth message is not configured")
             return CLOSE_AUTH_INVALID
-        return "" if name is None else name
+        return ("" if name is None else name), credentials
     return CLOSE_AUTH_REQUIRED
 
 
@@ -169,6 +184,8 @@ async def _send_events(send: Send, subscription: Subscription, queue_limit: int)
         return await _close(send, _POLICY_VIOLATION, "too slow to read the feed")
     while True:
         batch = await subscription.next_batch()
+        if batch is None and subscription.revoked:
+            return await _close(send, CLOSE_AUTH_INVALID, "the key is no longer configured")
         if batch is None:
             return await _close(send, _GOING_AWAY, "the proxy is shutting down")
         for event in batch:
