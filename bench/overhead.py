@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import build_request, run_load, summarise
+from procs import cpu_seconds
 from report import machine, markdown
 
 CLI = [sys.executable, "-m", "arbstr_trio"]
@@ -41,11 +41,6 @@ SCENARIOS = [
     ("stream100", 1, {"x-mock": "chunks=100"}),
     ("stream100", 64, {"x-mock": "chunks=100"}),
 ]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def start(command: list[str], marker: bytes) -> tuple[trio.Process, str]:

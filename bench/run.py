@@ -24,11 +24,8 @@ request (from /proc) does not depend on how the cores are shared and is the stea
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +43,7 @@ import peers
 import phases
 import tables
 from procs import Server, rss_bytes
+from report import machine
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -53,34 +51,9 @@ README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 
 
-def machine() -> dict[str, Any]:
-    """CPU model, cores, memory, Python, kernel, and which code was measured."""
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory_gib = 0.0
-    with contextlib.suppress(OSError, ValueError):
-        kib = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
-        memory_gib = round(int(kib) / 2**20, 1)
-    git = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+def wrk_version() -> str:
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "memory_gib": memory_gib,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "arbstr_commit": git or "?",
-        "wrk": (wrk.stdout or wrk.stderr).split("\n", 1)[0].split(" [", 1)[0].strip(),
-    }
+    return (wrk.stdout or wrk.stderr).split("\n", 1)[0].split(" [", 1)[0].strip()
 
 
 def settings_from(arguments: argparse.Namespace) -> phases.Settings:
@@ -184,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine(wrk=wrk_version()),
         "settings": {
             "quick": arguments.quick,
             "arbstr_workers": arguments.workers,

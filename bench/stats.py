@@ -21,7 +21,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sqlite3
 import statistics
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fill_log import fill_log
+from report import machine
 
 from arbstr_trio.store.query import parse_list_query, parse_stats_query
 from arbstr_trio.store.reader import RequestLog
@@ -134,8 +134,8 @@ def main() -> None:
             f"{result['best_ms']:>9.1f} {result['median_ms']:>10.1f}"
         )
     if args.json:
-        machine = {"python": platform.python_version(), "cpus": os.cpu_count()}
-        Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+        document = {"machine": machine(), "results": results}
+        Path(args.json).write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":
