@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ import attrs
 
 from arbstr_trio.config.load import ConfigError, LoadedConfig, parse_document, permission_warning
 from arbstr_trio.config.models import Config
+from arbstr_trio.errors import Unavailable
 from arbstr_trio.runtime import Runtime
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OVERLAY_SUFFIX = ".admin.json"
+_LOCK_WAIT_S = 2.0
+_LOCK_POLL_S = 0.002
 SUPERVISOR_PID_VARIABLE = "ARBSTR_SUPERVISOR_PID"
 """Set in each worker of ``serve --workers`` to its supervisor's pid."""
 SECTIONS = ("providers", "chains", "keys")
@@ -125,7 +129,10 @@ class ConfigSource:
         Workers of ``serve --workers`` share the file; without the lock, two changes
         made at once in two workers would each write the overlay without the other's.
         The lock (``flock`` on a file beside it) is held for a read, a check and an
-        atomic write: milliseconds, during which this worker's event loop waits.
+        atomic write: milliseconds, during which this worker's event loop waits. It is
+        taken synchronously, so that within one process a change stays one step with
+        no await in it; another process's hold is waited out for at most
+        :data:`_LOCK_WAIT_S`, then the change is refused (503) rather than hanging.
         """
         path = self.overlay_path
         if path is None:
@@ -133,7 +140,7 @@ class ConfigSource:
             return
         lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            _lock_within(lock, _LOCK_WAIT_S)
             yield self._read_overlay()
         finally:
             os.close(lock)  # and with it, the lock
@@ -196,6 +203,21 @@ class ConfigSource:
         if problems:
             raise ConfigError(str(path), problems)
         return overlay
+
+
+def _lock_within(fd: int, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    "the admin overlay is being changed by another process; try again",
+                    code="admin_busy",
+                ) from None
+            time.sleep(_LOCK_POLL_S)
 
 
 def single_process_settings(config: Config) -> list[str]:

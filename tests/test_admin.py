@@ -7,6 +7,7 @@ way finishes on what it started with; keys are only ever shown masked.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from arbstr_trio import reconfigure
 from arbstr_trio.reconfigure import ConfigSource, reload
 from arbstr_trio.server import Started
 from tests.conftest import TWO_PROVIDERS, chat_body, http_client, running_proxy
@@ -161,6 +163,26 @@ async def test_a_deleted_key_is_refused_on_its_next_request(tmp_path: Path) -> N
         assert "team-c-secret-value-1234" not in added.text
         ok = await chat(client, authorization="Bearer team-c-secret-value-1234")
         assert ok.status_code == 200
+
+
+async def test_a_change_while_another_process_holds_the_overlay_is_a_503_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconfigure, "_LOCK_WAIT_S", 0.05)
+    source = write_config(tmp_path)
+    async with proxy_from(source) as (_, client):
+        assert source.overlay_path is not None
+        lock_path = source.overlay_path.with_name(source.overlay_path.name + ".lock")
+        held = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)  # as another worker in the middle of a change
+            busy = await client.delete("/v1/admin/keys/team-b", headers=AS_ADMIN)
+        finally:
+            os.close(held)
+        assert busy.status_code == 503
+        assert busy.json()["error"]["code"] == "admin_busy"
+        done = await client.delete("/v1/admin/keys/team-b", headers=AS_ADMIN)
+        assert done.status_code == 200, done.text
 
 
 async def test_an_invalid_change_is_a_400_with_the_loader_s_messages(tmp_path: Path) -> None:
