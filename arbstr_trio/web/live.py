@@ -27,7 +27,6 @@ says goodbye (1001) and cancels the receiver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -38,7 +37,7 @@ from arbstr_trio import __version__
 from arbstr_trio.config.models import Config
 from arbstr_trio.errors import InvalidApiKey, MissingApiKey
 from arbstr_trio.live.hub import LiveHub, Subscription, event_bytes
-from arbstr_trio.web.asgi import Message, Receive, Scope, Send
+from arbstr_trio.web.asgi import Message, Receive, Scope, Send, header_value
 from arbstr_trio.web.auth import Gate
 
 __all__ = [
@@ -70,7 +69,7 @@ async def live_feed(hub: LiveHub, gate: Gate, scope: Scope, receive: Receive, se
     """Serve one ``/v1/live`` websocket from its handshake to its close."""
     if (await receive())["type"] != "websocket.connect":
         return
-    if not _same_origin(scope["headers"]):
+    if not _same_origin(scope):
         log.info("live feed refused: opened by a page of another origin")
         await send({"type": "websocket.close", "code": _POLICY_VIOLATION})  # unaccepted: HTTP 403
         return
@@ -106,19 +105,15 @@ async def live_feed(hub: LiveHub, gate: Gate, scope: Scope, receive: Receive, se
     log.info("live feed closed (client key %s)", key_name or "-")
 
 
-def _same_origin(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+def _same_origin(scope: Scope) -> bool:
     """Whether a browser opened the feed from a page this proxy served (or no browser did).
 
     Browsers apply no CORS to websockets: without this, any page its user visits could
     read a keyless proxy's feed. A browser always sends ``Origin``; other clients
     (``arbstr-trio tail``) need not, and are not browsers' victims.
     """
-    origin = host = None
-    for name, value in headers:
-        if name == b"origin":
-            origin = value
-        elif name == b"host":
-            host = value
+    origin = header_value(scope, b"origin")
+    host = header_value(scope, b"host")
     if origin is None:
         return True
     return host is not None and origin.partition(b"://")[2].rstrip(b"/") == host
